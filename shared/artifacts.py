@@ -1,0 +1,132 @@
+"""Emulator artifacts on disk: write atomically, verify every hash, load into a runnable model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from shared.emulator_model import build_skeleton, materialize
+from shared.manifest import MANIFEST_NAME, WEIGHTS_NAME, EmulatorManifest, FileEntry
+
+
+class ArtifactError(ValueError):
+    """An emulator directory is incomplete, tampered with, or not an emulator."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without aliases (tied embeddings are stored once; the loader re-ties them)."""
+    seen: set[int] = set()
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        ptr = tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size()
+        if ptr in seen and tensor.numel() > 0:
+            continue
+        seen.add(ptr)
+        state[name] = tensor.detach().contiguous()
+    return state
+
+
+def write_emulator(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    manifest: EmulatorManifest,
+    out_dir: Path,
+) -> EmulatorManifest:
+    """Write config, weights, tokenizer and manifest to a temporary directory, then rename it."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.config.save_pretrained(tmp)
+        save_file(unique_state(model), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+        tokenizer.save_pretrained(tmp)
+        files = {
+            p.name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
+            for p in sorted(tmp.iterdir())
+            if p.is_file()
+        }
+        manifest = manifest.model_copy(update={"files": files})
+        (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
+        if out_dir.exists():
+            trash = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(out_dir, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def read_manifest(directory: Path) -> EmulatorManifest:
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactError(f"{directory} is not an emulator: {MANIFEST_NAME} is missing")
+    try:
+        return EmulatorManifest.model_validate_json(path.read_text())
+    except (ValidationError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not a valid emulator manifest: {exc}") from exc
+
+
+def verify_emulator(directory: Path) -> EmulatorManifest:
+    """Check that every file listed in the manifest is present with its size and sha256."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    problems: list[str] = []
+    for required in (WEIGHTS_NAME, "config.json"):
+        if required not in manifest.files:
+            problems.append(f"manifest lists no {required}")
+    for name, entry in manifest.files.items():
+        path = directory / name
+        if Path(name).name != name:
+            problems.append(f"{name}: file names must not contain a path")
+        elif not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.stat().st_size != entry.size:
+            problems.append(f"{name}: size {path.stat().st_size} != {entry.size} in the manifest (truncated?)")
+        elif sha256_file(path) != entry.sha256:
+            problems.append(f"{name}: sha256 mismatch (modified or corrupted)")
+    if problems:
+        raise ArtifactError(
+            f"emulator {directory} failed verification: " + "; ".join(problems) + ". Download it again."
+        )
+    return manifest
+
+
+def load_emulator(
+    directory: Path, verify: bool = True
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, EmulatorManifest]:
+    """Verify hashes, then rebuild the emulator as a runnable transformers causal LM."""
+    directory = Path(directory)
+    manifest = verify_emulator(directory) if verify else read_manifest(directory)
+    config = AutoConfig.from_pretrained(directory)
+    try:
+        state = load_file(directory / WEIGHTS_NAME)
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{directory / WEIGHTS_NAME} is not a readable safetensors file: {exc}") from exc
+    try:
+        model = build_skeleton(config, manifest.layers, manifest.harmonizer)
+        materialize(model, state)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"{directory}: weights do not match the layer map: {exc}") from exc
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    return model, tokenizer, manifest

@@ -1,0 +1,72 @@
+"""The emulator manifest: what an emulator is made of, and the hash of every file it ships."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from shared.harmonizer import HarmonizerConfig
+
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_NAME = "emulator.safetensors"
+FORMAT_VERSION = 1
+
+
+class LayerKind(StrEnum):
+    adapter = "adapter"  # original block, tuned by the data owner
+    kept = "kept"  # original middle block, frozen
+    kept_src = "kept+src"  # original middle block with rank-compressed attention projections
+    harmonizer = "harmonizer"  # lightweight stand-in for a replaced middle block
+
+
+class LayerEntry(BaseModel):
+    emulator_index: int
+    full_index: int
+    kind: LayerKind
+    src_ranks: dict[str, int] = Field(
+        default_factory=dict, description="kept+src only: projection name (within the block) -> kept rank"
+    )
+
+
+class FileEntry(BaseModel):
+    sha256: str
+    size: int
+
+
+class EmulatorOptions(BaseModel):
+    """Ablation switches of `scaleot` (ignored by `uniform`)."""
+
+    harmonizers: bool = True  # off: importance-based LayerDrop
+    importance: bool = True  # off: uniform positions, with harmonizers
+    src: bool = True  # off: beta is ignored
+
+
+class EmulatorManifest(BaseModel):
+    format: Literal["scaleot-emulator"] = "scaleot-emulator"
+    format_version: int = FORMAT_VERSION
+    emulator_id: str
+    base_model: str
+    base_model_sha256: str
+    method: Literal["scaleot", "uniform"]
+    adapter_bottom: int
+    adapter_top: int
+    alpha: float
+    beta: float
+    options: EmulatorOptions = Field(default_factory=EmulatorOptions)
+    seed: int
+    num_full_layers: int
+    layers: list[LayerEntry]
+    harmonizer: HarmonizerConfig | None = None
+    profile_id: str | None = None
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    created_at: str = ""
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+
+    def adapter_indices(self) -> list[int]:
+        """Full-model indices of the adapter blocks (what the data owner tunes and uploads)."""
+        return [e.full_index for e in self.layers if e.kind == LayerKind.adapter]
+
+    def emulator_to_full(self) -> dict[int, int]:
+        return {e.emulator_index: e.full_index for e in self.layers}
