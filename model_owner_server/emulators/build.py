@@ -31,6 +31,7 @@ from shared.artifacts import write_emulator
 from shared.blocks import activation_name, find_block_stack, text_config
 from shared.emulator_model import build_skeleton, emulator_config, materialize, src_projections
 from shared.harmonizer import Harmonizer, HarmonizerConfig
+from shared.low_rank import linear_weight
 from shared.manifest import EmulatorManifest, LayerEntry, LayerKind
 
 DEFAULT_SEED = 0
@@ -45,7 +46,10 @@ class LayerPlan:
 
 
 def plan_layers(
-    spec: EmulatorSpec, num_layers: int, base_blocks: torch.nn.ModuleList, profile: ImportanceProfile | None,
+    spec: EmulatorSpec,
+    num_layers: int,
+    base_blocks: torch.nn.ModuleList,
+    profile: ImportanceProfile | None,
     activation: str,
 ) -> LayerPlan:
     spec.check_against(num_layers)
@@ -74,7 +78,7 @@ def plan_layers(
         ranks: dict[str, int] = {}
         if kind == LayerKind.kept_src:
             for name, module in src_projections(base_blocks[full]).items():
-                out_f, in_f = module.weight.shape if isinstance(module, torch.nn.Linear) else module.weight.shape[::-1]
+                out_f, in_f = linear_weight(module)[0].shape
                 ranks[name] = src_rank(out_f, in_f, spec.beta)
         entries.append(LayerEntry(emulator_index=len(entries), full_index=full, kind=kind, src_ranks=ranks))
 
@@ -85,8 +89,12 @@ def plan_layers(
 
 
 def _block_state(
-    entry: LayerEntry, block: torch.nn.Module, profile: ImportanceProfile | None, spec: EmulatorSpec,
-    hidden: int, hcfg: HarmonizerConfig | None,
+    entry: LayerEntry,
+    block: torch.nn.Module,
+    profile: ImportanceProfile | None,
+    spec: EmulatorSpec,
+    hidden: int,
+    hcfg: HarmonizerConfig | None,
 ) -> dict[str, torch.Tensor]:
     if entry.kind == LayerKind.harmonizer:
         if profile is not None and spec.options.harmonizers:

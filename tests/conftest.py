@@ -1,0 +1,28 @@
+"""Test isolation: every test gets its own cache directory, sharing only downloaded packages/models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.cache import cache_dir
+
+REAL_CACHE = cache_dir()  # the developer's / CI's cache, resolved before any test changes the env
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh SCALEOT_CACHE_DIR per test; package archives and prepared models are linked in."""
+    root = tmp_path_factory.mktemp("cache")
+    for shared_dir in ("packages", "models"):
+        source = REAL_CACHE / shared_dir
+        source.mkdir(parents=True, exist_ok=True)
+        (root / shared_dir).symlink_to(source, target_is_directory=True)
+    monkeypatch.setenv("SCALEOT_CACHE_DIR", str(root))
+    yield root
