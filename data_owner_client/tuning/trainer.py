@@ -1,0 +1,167 @@
+"""Tune chosen decoder blocks of a causal LM (an emulator's adapter, or the full model's for the
+upper bound) on (context, target) examples: AdamW, warmup + cosine/linear schedule, clipping,
+seeded, validation each epoch with best-checkpoint selection."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+
+from data_owner_client.tuning.batches import IGNORE, Encoded, batches, encode
+from data_owner_client.tuning.config import TuningConfig
+from shared.blocks import find_block_stack
+from shared.data_formats import TrainExample
+from shared.low_rank import is_projection
+
+
+@dataclass(frozen=True)
+class TuningProgress:
+    step: int
+    total: int
+    epoch: int
+    loss: float
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    valid_loss: float | None
+    tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class TuningResult:
+    model: PreTrainedModel | PeftModel  # holds the best weights
+    state: dict[str, torch.Tensor]  # full mode: tuned block parameters (model's own key names)
+    epochs: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = 0
+    steps: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        tokens = sum(e.tokens for e in self.epochs)
+        seconds = sum(e.seconds for e in self.epochs)
+        return tokens / seconds if seconds > 0 else 0.0
+
+
+def lora_targets(block: torch.nn.Module) -> list[str]:
+    """Leaf names of the linear projections in a block (q_proj, ..., or c_attn, ... for GPT-2)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in block.named_modules() if name and is_projection(m)})
+
+
+def _trainable(model: PreTrainedModel, blocks: list[int], config: TuningConfig) -> PreTrainedModel | PeftModel:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    stack = find_block_stack(model)
+    if config.mode == "full":
+        for i in blocks:
+            for p in stack.blocks[i].parameters():
+                p.requires_grad_(True)
+        return model
+    lora = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=lora_targets(stack.blocks[blocks[0]]), layers_to_transform=list(blocks),
+        layers_pattern=stack.path.rsplit(".", 1)[-1], bias="none", task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+@torch.no_grad()
+def mean_target_loss(model: torch.nn.Module, encoded: list[Encoded], batch_size: int, pad_id: int) -> float:
+    """Token-weighted mean CE over target tokens."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches(encoded, batch_size, pad_id):
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        if n:
+            total += float(model(**batch).loss) * n
+            count += n
+    model.train(was_training)
+    return total / max(1, count)
+
+
+def tune(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    blocks: list[int],
+    train: list[TrainExample],
+    valid: list[TrainExample] | None,
+    config: TuningConfig,
+    on_progress: Callable[[TuningProgress], None] | None = None,
+) -> TuningResult:
+    if not train:
+        raise ValueError("no training examples")
+    if not blocks:
+        raise ValueError("no blocks to tune")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    train_enc = [encode(tokenizer, e, config.max_len) for e in train]
+    valid_enc = [encode(tokenizer, e, config.max_len) for e in valid] if valid else []
+
+    net = _trainable(model, blocks, config)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    micro_per_epoch = math.ceil(len(train_enc) / config.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+    total = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=round(config.warmup_ratio * total),
+                              num_training_steps=total)
+
+    result = TuningResult(model=net, state={})
+    best_loss, best: float, dict[str, torch.Tensor] = math.inf, {}
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        if step >= total:
+            break
+        net.train()
+        started, tokens, loss_sum, micro = time.perf_counter(), 0, 0.0, 0
+        optimizer.zero_grad(set_to_none=True)
+        for batch in batches(train_enc, config.batch_size, pad_id, generator):
+            loss = net(**batch).loss
+            (loss / config.grad_accum).backward()
+            tokens += int(batch["attention_mask"].sum())
+            loss_sum += float(loss)
+            micro += 1
+            if micro % config.grad_accum == 0 or micro == micro_per_epoch:
+                torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if on_progress is not None:
+                    on_progress(TuningProgress(step, total, epoch, float(loss)))
+                if step >= total:
+                    break
+        seconds = time.perf_counter() - started
+        valid_loss = mean_target_loss(net, valid_enc, config.batch_size, pad_id) if valid_enc else None
+        result.epochs.append(EpochLog(epoch, loss_sum / max(1, micro), valid_loss, tokens, seconds))
+        score = valid_loss if valid_loss is not None else -epoch  # no validation: keep the last epoch
+        if score < best_loss:
+            best_loss, result.best_epoch = score, epoch
+            best = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
+    with torch.no_grad():  # restore the best epoch's weights
+        named = dict(net.named_parameters())
+        for name, value in best.items():
+            named[name].copy_(value)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    result.state = best if config.mode == "full" else {}
+    result.steps = step
+    return result

@@ -1,0 +1,160 @@
+"""The adapter artifact: the tuned adapter blocks, keyed by FULL-model block index.
+
+A full-block adapter is `adapter.safetensors` whose tensor names are the base model's own parameter
+names (`model.layers.29.mlp.down_proj.weight`), with metadata naming the emulator it was tuned on.
+The emulator numbers its blocks differently once middle blocks are dropped, so the client remaps
+emulator -> full indices when saving and the owner remaps full -> emulator to evaluate on it.
+Validation reads the safetensors header first (names, shapes, dtypes) before loading any tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from shared.manifest import EmulatorManifest
+
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_FORMAT = "scaleot-adapter/v1"
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+class AdapterError(ValueError):
+    """An adapter does not fit its emulator; `problems` lists every reason at once."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "; ".join(problems[:20]) + (f"; ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        super().__init__(f"adapter rejected ({len(problems)} problem(s)): {shown}")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class SafetensorsHeader:
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def block_key(stack_path: str, index: int, rest: str) -> str:
+    return f"{stack_path}.{index}.{rest}"
+
+
+def remap_block_indices(keys_to_tensors: dict[str, torch.Tensor], stack_path: str,
+                        mapping: dict[int, int]) -> dict[str, torch.Tensor]:
+    """Rename `<stack_path>.<i>.` to `<stack_path>.<mapping[i]>.` in every key (others unchanged)."""
+    pattern = re.compile(rf"(^|\.)({re.escape(stack_path)})\.(\d+)\.")
+
+    def rename(key: str) -> str:
+        return pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}.{mapping[int(m.group(3))]}.", key, count=1)
+
+    return {rename(k): v for k, v in keys_to_tensors.items()}
+
+
+def expected_adapter_tensors(full_state: dict[str, torch.Tensor], stack_path: str,
+                             indices: list[int]) -> dict[str, TensorInfo]:
+    """Every parameter of the adapter blocks in the full model: name -> (dtype, shape)."""
+    prefixes = tuple(f"{stack_path}.{i}." for i in indices)
+    return {k: TensorInfo(_dtype_name(v.dtype), tuple(v.shape)) for k, v in full_state.items()
+            if k.startswith(prefixes)}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    for name, value in _DTYPES.items():
+        if value == dtype:
+            return name
+    return str(dtype)
+
+
+def read_header(path: Path) -> SafetensorsHeader:
+    """Parse a safetensors header without loading tensors (rejects anything that is not safetensors)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        raw_len = f.read(8)
+        if len(raw_len) < 8:
+            raise AdapterError([f"{path.name}: not a safetensors file (shorter than 8 bytes)"])
+        (header_len,) = struct.unpack("<Q", raw_len)
+        if header_len <= 0 or header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+            raise AdapterError([f"{path.name}: not a safetensors file (bad header length; a pickle or a "
+                                "truncated file?). Save adapters with safetensors"])
+        try:
+            header = json.loads(f.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise AdapterError([f"{path.name}: safetensors header is not valid JSON"]) from None
+    if not isinstance(header, dict):
+        raise AdapterError([f"{path.name}: safetensors header is not a JSON object"])
+    metadata = header.pop("__metadata__", None) or {}
+    tensors: dict[str, TensorInfo] = {}
+    problems: list[str] = []
+    end = 0
+    for name, info in header.items():
+        try:
+            offsets = info["data_offsets"]
+            tensors[name] = TensorInfo(str(info["dtype"]), tuple(int(d) for d in info["shape"]))
+            end = max(end, int(offsets[1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            problems.append(f"{path.name}: malformed header entry for {name!r}")
+    if 8 + header_len + end > size:
+        problems.append(f"{path.name}: file is truncated ({size} bytes, header needs {8 + header_len + end})")
+    if problems:
+        raise AdapterError(problems)
+    return SafetensorsHeader(tensors, {str(k): str(v) for k, v in metadata.items()})
+
+
+def check_header(header: SafetensorsHeader, expected: dict[str, TensorInfo], source: str) -> list[str]:
+    """Every missing, unexpected, mis-shaped or mis-typed tensor, as human-readable problems."""
+    problems = [f"missing tensor {k} {list(v.shape)}" for k, v in sorted(expected.items()) if k not in header.tensors]
+    for name, info in sorted(header.tensors.items()):
+        want = expected.get(name)
+        if want is None:
+            problems.append(f"unexpected tensor {name} (not a parameter of an adapter block of this emulator)")
+        elif info.shape != want.shape:
+            problems.append(f"{name}: shape {list(info.shape)} != expected {list(want.shape)}")
+        elif info.dtype not in _DTYPES:
+            problems.append(f"{name}: dtype {info.dtype} not accepted (use F32, F16 or BF16)")
+    return [f"{source}: {p}" for p in problems]
+
+
+def load_checked(path: Path, expected: dict[str, TensorInfo]) -> dict[str, torch.Tensor]:
+    """Header-first validation, then load and check every value is finite; raises AdapterError."""
+    header = read_header(path)
+    problems = check_header(header, expected, path.name)
+    if problems:
+        raise AdapterError(problems)
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise AdapterError([f"{path.name}: cannot be read as safetensors: {exc}"]) from exc
+    bad = [f"{path.name}: {k} has NaN or Inf values" for k, v in sorted(state.items())
+           if not torch.isfinite(v).all()]
+    if bad:
+        raise AdapterError(bad)
+    return state
+
+
+def save_adapter(state: dict[str, torch.Tensor], manifest: EmulatorManifest, out_dir: Path,
+                 extra_metadata: dict[str, str] | None = None) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": ADAPTER_FORMAT, "emulator_id": manifest.emulator_id,
+                "base_model_sha256": manifest.base_model_sha256,
+                "blocks": ",".join(str(i) for i in manifest.adapter_indices()), **(extra_metadata or {})}
+    path = out_dir / ADAPTER_FILE
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata=metadata)
+    tmp.replace(path)
+    return path
