@@ -103,8 +103,13 @@ def data_fetch(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 
 def stage1_with_progress(base: base_models.BaseModel, config: Stage1Config) -> ImportanceProfile:
+    from model_owner_server.emulators.profile import find_profile, profile_id
     from model_owner_server.emulators.stage1 import ensure_profile
 
+    cached = find_profile(profile_id(base.weights_sha256, config))
+    if cached is not None:
+        err.print(f"using cached stage-1 profile {cached.meta.profile_id}")
+        return cached
     columns = (
         TextColumn("stage 1 (Dynamic LayerReplace)"),
         BarColumn(),
@@ -184,3 +189,76 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+# --- service commands: serve, worker, keys (issue 4) -------------------------------------------
+keys_app = typer.Typer(help="Data-owner API keys (stored hashed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _service_settings() -> object:
+    from model_owner_server.app.core.config import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        fail(one_line(exc))
+        raise  # unreachable: fail() exits
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int | None, typer.Option(help="worker processes beside the API (default: settings)")] = None,
+) -> None:
+    """Run the REST API (uvicorn) and, by default, one job worker beside it."""
+    from model_owner_server.app.core.config import Settings
+    from model_owner_server.app.serve import serve
+
+    settings = _service_settings()
+    assert isinstance(settings, Settings)
+    serve(settings, host, port, workers)
+
+
+@app.command("worker")
+def worker_command(
+    once: Annotated[bool, typer.Option(help="run queued jobs, then exit")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+) -> None:
+    """Run a job worker: emulator builds (stage 1 + stage 2) and evaluations."""
+    from model_owner_server.app.core.config import Settings
+    from model_owner_server.jobs.runner import run_worker
+
+    settings = _service_settings()
+    assert isinstance(settings, Settings)
+    ran = run_worker(settings, once=once, threads=threads)
+    if once:
+        typer.echo(f"ran {ran} job(s)")
+
+
+@keys_app.command("create")
+def keys_create(
+    owner: Annotated[str, typer.Option(help="data owner name (created if new)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create an API key for a data owner; the key is printed once, as the last word."""
+    from sqlmodel import Session
+
+    from model_owner_server.app.core.config import Settings
+    from model_owner_server.app.services.owners import create_key
+    from model_owner_server.db.engine import make_engine
+    from model_owner_server.db.migrate import upgrade
+
+    settings = _service_settings()
+    assert isinstance(settings, Settings)
+    if not owner.strip():
+        fail("--owner must not be empty")
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    with Session(engine) as session:
+        row, key_id, key = create_key(session, owner.strip())
+    if as_json:
+        typer.echo(json.dumps({"owner_id": row.id, "name": row.name, "key_id": key_id, "api_key": key}))
+    else:
+        typer.echo(f"API key for data owner {row.name} (shown once, stored hashed): {key}")
