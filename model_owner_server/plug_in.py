@@ -109,11 +109,11 @@ def plug_in(base: BaseModel, adapter: CheckedAdapter) -> PreTrainedModel:
     """A copy of the full model with the adapter blocks replaced (LoRA merged), original middle intact."""
     model = copy.deepcopy(base.model)
     if adapter.kind == "full":
-        missing, unexpected = model.load_state_dict(adapter.state, strict=False)
+        _, unexpected = model.load_state_dict(adapter.state, strict=False)
         assert not unexpected, unexpected  # check_adapter guarantees the key set
         return model.eval()
     peft = PeftModel.from_pretrained(model, str(adapter.directory))
-    return peft.merge_and_unload().eval()  # type: ignore[no-any-return]
+    return peft.merge_and_unload().eval()
 
 
 def emulator_with_adapter(emulator: PreTrainedModel, manifest: EmulatorManifest,
@@ -136,7 +136,7 @@ def emulator_with_adapter(emulator: PreTrainedModel, manifest: EmulatorManifest,
         save_file(remap_block_indices(load_file(adapter.directory / PEFT_WEIGHTS), stack_path, to_emulator),
                   Path(tmp) / PEFT_WEIGHTS)
         peft = PeftModel.from_pretrained(model, tmp)
-        return peft.merge_and_unload().eval()  # type: ignore[no-any-return]
+        return peft.merge_and_unload().eval()
 
 
 @torch.no_grad()

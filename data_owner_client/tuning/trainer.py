@@ -124,7 +124,8 @@ def tune(
                               num_training_steps=total)
 
     result = TuningResult(model=net, state={})
-    best_loss, best: float, dict[str, torch.Tensor] = math.inf, {}
+    best_loss = math.inf
+    best: dict[str, torch.Tensor] = {}
     step = 0
     for epoch in range(1, config.epochs + 1):
         if step >= total:
@@ -136,7 +137,7 @@ def tune(
             loss = net(**batch).loss
             (loss / config.grad_accum).backward()
             tokens += int(batch["attention_mask"].sum())
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
             micro += 1
             if micro % config.grad_accum == 0 or micro == micro_per_epoch:
                 torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
@@ -145,7 +146,7 @@ def tune(
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 if on_progress is not None:
-                    on_progress(TuningProgress(step, total, epoch, float(loss)))
+                    on_progress(TuningProgress(step, total, epoch, float(loss.detach())))
                 if step >= total:
                     break
         seconds = time.perf_counter() - started

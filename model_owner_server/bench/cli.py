@@ -68,7 +68,7 @@ def bench_paper_table(
     budget = paper_table.QUICK if quick else paper_table.FULL
     updates: dict[str, object] = {k: v for k, v in {"n_train": n_train, "n_test": n_test}.items() if v is not None}
     tuning = budget.tuning if epochs is None else budget.tuning.model_copy(update={"epochs": epochs})
-    budget = paper_table.Budget(**{**budget.__dict__, **updates, "tuning": tuning})  # type: ignore[arg-type]
+    budget = paper_table.Budget(**{**budget.__dict__, **updates, "tuning": tuning})
     base = base_models.load_base_model(model)
     profile = stage1_with_progress(base, Stage1Config())
     result = paper_table.run(base, profile, names, alpha, parsed, budget, out,

@@ -31,7 +31,7 @@ from model_owner_server.evaluation.matrix import Score, score_model
 from model_owner_server.evaluation.run import evaluate_adapter
 from model_owner_server.plug_in import check_adapter
 from shared.artifacts import load_emulator
-from shared.tasks import as_training_examples, load_task
+from shared.tasks import as_training_examples, load_mc_task
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _log(message: str) -> None:
 
 def run_task(base: BaseModel, profile: ImportanceProfile, task: str, alpha: float, variants: list[Variant],
              budget: Budget, workdir: Path) -> dict[str, Any]:
-    data = load_task(task)
+    data = load_mc_task(task)
     train = as_training_examples(data.train[: budget.n_train])
     valid = as_training_examples(data.validation[: budget.n_valid]) if budget.n_valid else None
     test = data.test[: budget.n_test]
@@ -84,7 +84,7 @@ def run_task(base: BaseModel, profile: ImportanceProfile, task: str, alpha: floa
 
     rows: list[dict[str, Any]] = []
     for variant in variants:
-        spec = EmulatorSpec(base_model=base.name, method=variant.method, alpha=alpha, beta=variant.beta,  # type: ignore[arg-type]
+        spec = EmulatorSpec(base_model=base.name, method=variant.method, alpha=alpha, beta=variant.beta,
                             adapter_bottom=profile.meta.config.adapter_bottom,
                             adapter_top=profile.meta.config.adapter_top)
         emu_dir = workdir / f"{task}-{variant.method}-{variant.beta:g}" / "emulator"

@@ -102,7 +102,7 @@ def test_non_finite_truncated_and_pickled_files_are_rejected(
     with pytest.raises(AdapterError, match="not a safetensors file"):
         check_adapter(adapter_dir, base, manifest)
     (adapter_dir / ADAPTER_FILE).unlink()
-    with pytest.raises(AdapterError, match="no adapter.safetensors"):
+    with pytest.raises(AdapterError, match=r"no adapter\.safetensors"):
         check_adapter(adapter_dir, base, manifest)
 
 
@@ -111,7 +111,7 @@ def test_adapter_for_another_emulator_is_rejected(setup: tuple[BaseModel, Emulat
     base, _, _, adapter_dir = setup
     other = build_emulator(base, EmulatorSpec(base_model="tiny-gpt2", method="uniform", alpha=0.5, adapter_bottom=2,
                                               adapter_top=2), None, tmp_path / "other")
-    with pytest.raises(AdapterError, match="missing tensor transformer.h.1."):
+    with pytest.raises(AdapterError, match=r"missing tensor transformer\.h\.1\."):
         check_adapter(adapter_dir, base, other)
 
 

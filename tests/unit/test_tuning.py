@@ -11,7 +11,7 @@ from safetensors import safe_open
 from data_owner_client.tuning.batches import IGNORE, encode
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
-from data_owner_client.tuning.trainer import tune
+from data_owner_client.tuning.trainer import mean_target_loss, tune
 from model_owner_server.base_models import load_base_model
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.spec import EmulatorSpec
@@ -46,26 +46,29 @@ def test_full_tuning_changes_only_adapter_blocks_and_learns(uniform_emulator: Pa
     model, tok, manifest = load_emulator(uniform_emulator)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     adapter = [e.emulator_index for e in manifest.layers if e.kind.value == "adapter"]
-    result = tune(model, tok, adapter, TRAIN, VALID, CONFIG)
+    initial = mean_target_loss(model, [encode(tok, e, 64) for e in VALID], 8, tok.pad_token_id)
+    result = tune(model, tok, adapter, TRAIN, VALID, CONFIG.model_copy(update={"epochs": 4, "lr": 1e-2}))
     stack = find_block_stack(model).path
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(any(k.startswith(f"{stack}.{i}.") for i in adapter) for k in changed)
     assert set(result.state) == {k for k in before if any(k.startswith(f"{stack}.{i}.") for i in adapter)}
     losses = [e.valid_loss for e in result.epochs]
-    assert losses[-1] is not None and losses[0] is not None and min(losses) < 3.0
-    assert result.tokens_per_second > 0 and result.best_epoch in (1, 2)
+    assert all(v is not None for v in losses)
+    # it learned (a tiny random model's small tied embeddings bound how low the loss can go)
+    assert min(v for v in losses if v is not None) < initial - 0.5
+    assert result.tokens_per_second > 0 and losses[result.best_epoch - 1] == min(losses)  # type: ignore[type-var]
 
 
 def test_tuning_is_deterministic_given_the_seed(uniform_emulator: Path) -> None:
     states = []
     for _ in range(2):
-        model, tok, manifest = load_emulator(uniform_emulator)
+        model, tok, _ = load_emulator(uniform_emulator)
         states.append(tune(model, tok, [0, 3, 4], TRAIN, None, CONFIG).state)
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_adapter_is_saved_with_full_model_block_indices(uniform_emulator: Path, tmp_path: Path) -> None:
-    _, _, manifest = load_emulator(uniform_emulator)
+    manifest = load_emulator(uniform_emulator)[2]
     # tiny-llama: 8 blocks, adapter 1 + 2, middle 1..5 (5 blocks), 3 dropped -> emulator has 5 blocks
     assert [e.full_index for e in manifest.layers] == [0, 1, 5, 6, 7]
     train_adapter(uniform_emulator, TRAIN, VALID, CONFIG, tmp_path / "adapter")
