@@ -1,0 +1,199 @@
+"""A small typed HTTP client for the model owner's service (what the `scaleot` CLI is built on).
+
+    client = ScaleOTClient("http://127.0.0.1:8000", api_key)
+    emu = client.request_emulator({"base_model": "smollm2-135m", "method": "scaleot", "alpha": 0.5})
+    emu = client.wait_emulator(emu["id"])
+    client.download_emulator(emu["id"], Path("emu"))
+
+Connection errors are retried with backoff; HTTP errors raise `ApiError` carrying the server's
+`detail`. Responses are the service's JSON objects (see the OpenAPI document at /openapi.json).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from data_owner_client.download import DownloadProgress, DownloadResult, download_emulator
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class ClientError(RuntimeError):
+    """The client could not talk to the service (unreachable, timeout)."""
+
+
+class ApiError(ClientError):
+    def __init__(self, status: int, detail: Any, url: str) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"HTTP {status} from {url}: {format_detail(detail)}")
+
+
+def format_detail(detail: Any) -> str:
+    """FastAPI details are strings, lists of pydantic errors, or lists of problems: one line."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict) and "msg" in item:
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {item['msg']}" if loc else str(item["msg"]))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {format_detail(v)}" for k, v in detail.items())
+    return str(detail)
+
+
+class ScaleOTClient:
+    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0, retries: int = 3,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self.retries = retries
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ScaleOTClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        delay = 0.5
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.ReadTimeout, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                if attempt == self.retries:
+                    raise ClientError(f"cannot reach the ScaleOT service at {self.url} ({exc.__class__.__name__}); "
+                                      "check --url / SCALEOT_URL and that the server is running") from exc
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if response.status_code >= 400:
+                try:
+                    detail = response.json().get("detail", response.text)
+                except ValueError:
+                    detail = response.text
+                raise ApiError(response.status_code, detail, f"{method} {path}")
+            return response
+        raise AssertionError("unreachable")
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs).json()
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs).json()
+
+    @contextmanager
+    def stream(self, path: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
+        try:
+            with self.http.stream("GET", path, headers=headers) as response:
+                if response.status_code >= 400 and response.status_code != 416:
+                    response.read()
+                    try:
+                        detail = response.json().get("detail", response.text)
+                    except ValueError:
+                        detail = response.text
+                    raise ApiError(response.status_code, detail, f"GET {path}")
+                yield response
+        except (httpx.ConnectError, httpx.ReadTimeout, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            raise ClientError(f"download from {self.url} interrupted ({exc.__class__.__name__}); run the same "
+                              "command again to resume") from exc
+
+    # -- resources --------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return dict(self.get("/healthz"))
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/models"))
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/tasks"))
+
+    def request_emulator(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.post("/v1/emulators", json=spec))
+
+    def emulator(self, emulator_id: str) -> dict[str, Any]:
+        return dict(self.get(f"/v1/emulators/{emulator_id}"))
+
+    def emulators(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/emulators")["items"])
+
+    def wait_emulator(self, emulator_id: str, poll: float = 2.0, timeout: float | None = None,
+                      on_status: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        return self._wait(lambda: self.emulator(emulator_id), poll, timeout, on_status)
+
+    def download_emulator(self, emulator_id: str, out_dir: Path,
+                          on_progress: Callable[[DownloadProgress], None] | None = None) -> DownloadResult:
+        return download_emulator(self, emulator_id, out_dir, on_progress)
+
+    def upload_adapter(self, emulator_id: str, adapter_dir: Path) -> dict[str, Any]:
+        names = [n for n in ("adapter.safetensors", "adapter_config.json", "adapter_model.safetensors")
+                 if (adapter_dir / n).is_file()]
+        if not names:
+            raise ClientError(f"{adapter_dir} holds no adapter.safetensors and no PEFT adapter_config.json + "
+                              "adapter_model.safetensors; train one with `scaleot train`")
+        handles = [(n, (adapter_dir / n).open("rb")) for n in names]
+        try:
+            files = [("file", (n, f, "application/octet-stream")) for n, f in handles]
+            return dict(self.post("/v1/adapters", data={"emulator_id": emulator_id}, files=files,
+                                  timeout=httpx.Timeout(30.0, read=600.0, write=600.0)))
+        finally:
+            for _, f in handles:
+                f.close()
+
+    def adapters(self) -> list[dict[str, Any]]:
+        return list(self.get("/v1/adapters")["items"])
+
+    def adapter(self, adapter_id: str) -> dict[str, Any]:
+        return dict(self.get(f"/v1/adapters/{adapter_id}"))
+
+    def run_evaluation(self, adapter_id: str, task: str | None = None, data: Path | None = None,
+                       limit: int | None = None) -> dict[str, Any]:
+        if data is not None:
+            fields = {"adapter_id": adapter_id, "task": task or data.stem}
+            if limit is not None:
+                fields["limit"] = str(limit)
+            with data.open("rb") as f:
+                files = [("file", (data.name, f, "application/jsonl"))]
+                return dict(self.post("/v1/evaluations", data=fields, files=files))
+        return dict(self.post("/v1/evaluations", json={"adapter_id": adapter_id, "task": task, "limit": limit}))
+
+    def evaluation(self, evaluation_id: str) -> dict[str, Any]:
+        return dict(self.get(f"/v1/evaluations/{evaluation_id}"))
+
+    def wait_evaluation(self, evaluation_id: str, poll: float = 2.0, timeout: float | None = None,
+                        on_status: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        return self._wait(lambda: self.evaluation(evaluation_id), poll, timeout, on_status)
+
+    def generate(self, adapter_id: str, prompt: str, max_new_tokens: int = 32, temperature: float = 0.0,
+                 chat: bool = False) -> dict[str, Any]:
+        body = {"prompt": prompt, "max_new_tokens": max_new_tokens, "temperature": temperature, "chat": chat}
+        return dict(self.post(f"/v1/adapters/{adapter_id}/generate", json=body,
+                              timeout=httpx.Timeout(30.0, read=600.0)))
+
+    def _wait(self, fetch: Callable[[], dict[str, Any]], poll: float, timeout: float | None,
+              on_status: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = fetch()
+            if on_status is not None:
+                on_status(current)
+            if current["status"]["state"] in TERMINAL:
+                return current
+            if deadline is not None and time.monotonic() > deadline:
+                raise ClientError(f"still {current['status']['state']} after {timeout:.0f} s; check again later "
+                                  "with the status command")
+            time.sleep(poll)

@@ -1,0 +1,53 @@
+"""Shared CLI plumbing: connection options, one-line errors with meaningful exit codes, JSON output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from data_owner_client.client import ApiError, ClientError, ScaleOTClient
+from data_owner_client.settings import resolve
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+# exit codes: 1 server said no (4xx/5xx), 2 bad usage/input, 3 cannot reach the server, 4 verification failed
+EXIT_API, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_VERIFY = 1, 2, 3, 4
+
+UrlOpt = Annotated[str | None, typer.Option("--url", help="server URL (env SCALEOT_URL)")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (env SCALEOT_API_KEY)")]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="named profile from `scaleot config`")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def fail(message: str, code: int) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def connect(url: str | None, api_key: str | None, profile: str | None) -> Iterator[ScaleOTClient]:
+    try:
+        conn = resolve(url, api_key, profile)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    with ScaleOTClient(conn.url, conn.api_key) as client:
+        try:
+            yield client
+        except ApiError as exc:
+            hint = {401: " (check --api-key / SCALEOT_API_KEY)", 404: " (unknown id, or not yours)"}.get(exc.status, "")
+            fail(f"{exc}{hint}", EXIT_API)
+        except ClientError as exc:
+            fail(str(exc), EXIT_UNREACHABLE if "cannot reach" in str(exc) else EXIT_VERIFY)
+
+
+def emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        human()

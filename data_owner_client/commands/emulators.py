@@ -1,0 +1,109 @@
+"""`scaleot emulators request|status|list|download`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from data_owner_client.commands.common import JsonOpt, KeyOpt, ProfileOpt, UrlOpt, connect, emit, err, out
+from data_owner_client.download import DownloadProgress
+
+app = typer.Typer(help="Request, watch and download emulators.", no_args_is_help=True)
+
+
+def _line(e: dict[str, Any]) -> str:
+    s = e["status"]
+    extra = f" ({s['message']})" if s.get("message") else ""
+    error = f" error: {s['error']}" if s.get("error") else ""
+    return f"{e['id']} {e['method']} on {e['base_model']}: {s['state']} {100 * s['progress']:.0f}%{extra}{error}"
+
+
+def _wait(client: Any, emulator_id: str) -> dict[str, Any]:
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  console=err) as progress:
+        task = progress.add_task(f"building {emulator_id}", total=1.0)
+
+        def show(e: dict[str, Any]) -> None:
+            progress.update(task, completed=e["status"]["progress"],
+                            description=f"{e['status']['state']}: {e['status'].get('message') or emulator_id}")
+
+        return dict(client.wait_emulator(emulator_id, on_status=show))
+
+
+@app.command("request")
+def request(
+    base_model: Annotated[str, typer.Option("--model", help="base model name (see GET /v1/models)")],
+    method: Annotated[str, typer.Option(help="scaleot or uniform")] = "scaleot",
+    alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced")] = 0.5,
+    beta: Annotated[float, typer.Option(help="fraction of attention rank removed (SRC)")] = 0.0,
+    adapter_bottom: int = 2,
+    adapter_top: int = 2,
+    wait: Annotated[bool, typer.Option(help="wait until it is built, showing progress")] = False,
+    url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Ask the model owner for an emulator (the same parameters return the same emulator)."""
+    spec = {"base_model": base_model, "method": method, "alpha": alpha, "beta": beta,
+            "adapter_bottom": adapter_bottom, "adapter_top": adapter_top}
+    with connect(url, api_key, profile) as client:
+        emulator = client.request_emulator(spec)
+        if wait:
+            emulator = _wait(client, emulator["id"])
+    emit(as_json, emulator, lambda: out.print(_line(emulator)))
+    if emulator["status"]["state"] in ("failed", "cancelled"):
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    emulator_id: str,
+    wait: Annotated[bool, typer.Option(help="wait until it is built")] = False,
+    url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """State, progress and error of one emulator."""
+    with connect(url, api_key, profile) as client:
+        emulator = _wait(client, emulator_id) if wait else client.emulator(emulator_id)
+    emit(as_json, emulator, lambda: out.print(_line(emulator)))
+
+
+@app.command("list")
+def list_emulators(url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOpt = None,
+                   as_json: JsonOpt = False) -> None:
+    """Your emulators."""
+    with connect(url, api_key, profile) as client:
+        items = client.emulators()
+
+    def table() -> None:
+        t = Table("id", "model", "method", "alpha", "beta", "state")
+        for e in items:
+            t.add_row(e["id"], e["base_model"], e["method"], str(e["spec"].get("alpha")), str(e["spec"].get("beta")),
+                      e["status"]["state"])
+        out.print(t)
+
+    emit(as_json, items, table)
+
+
+@app.command("download")
+def download(
+    emulator_id: str,
+    out_dir: Annotated[Path, typer.Option("--out", help="target directory")],
+    url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Download (resuming an interrupted download), verify every sha256, rename into place."""
+    with connect(url, api_key, profile) as client, Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err
+    ) as progress:
+        task = progress.add_task(f"downloading {emulator_id}", total=None)
+
+        def show(p: DownloadProgress) -> None:
+            progress.update(task, completed=p.done, total=p.total, description=p.name)
+
+        result = client.download_emulator(emulator_id, out_dir, on_progress=show)
+    resumed = sum(result.resumed.values())
+    note = f" (resumed {resumed} bytes from an interrupted download)" if resumed else ""
+    emit(as_json, {"emulator_id": emulator_id, "path": str(result.path), "verified": True,
+                   "resumed": result.resumed, "downloaded_bytes": result.downloaded},
+         lambda: out.print(f"{emulator_id} downloaded and verified in {result.path}{note}"))
