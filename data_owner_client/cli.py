@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from data_owner_client.commands import adapters, config, emulators, evals
+from data_owner_client.commands import adapters, config, data, emulators, evals
 
 app = typer.Typer(help="ScaleOT data-owner tools: get an emulator, tune the adapter locally on private data, "
                   "upload only the adapter, evaluate and generate.", no_args_is_help=True)
@@ -19,6 +19,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(emulators.app, name="emulators")
 app.add_typer(adapters.app, name="adapters")
 app.add_typer(evals.app, name="evals")
+app.add_typer(data.app, name="data")
 app.command("generate")(evals.generate)
 err = Console(stderr=True, soft_wrap=True)
 

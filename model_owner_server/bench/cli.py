@@ -40,7 +40,7 @@ def bench_paper_table(
     tasks: Annotated[str, typer.Option(help="comma-separated built-in tasks")] = "goal_step_wikihow_goal",
     alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced/dropped")] = 0.5,
     variants: Annotated[str, typer.Option(help="method:beta list")] = "uniform:0,scaleot:0,scaleot:0.5",
-    quick: Annotated[bool, typer.Option(help="small budget: one epoch, 160 train / 100 test examples")] = False,
+    quick: Annotated[bool, typer.Option(help="small budget: 96 train / 60 test examples (default 200 / 150)")] = False,
     n_train: Annotated[int | None, typer.Option(help="override training examples per task")] = None,
     n_test: Annotated[int | None, typer.Option(help="override test examples per task")] = None,
     epochs: Annotated[int | None, typer.Option(help="override tuning epochs")] = None,
@@ -65,12 +65,79 @@ def bench_paper_table(
         return
     if any(v.method not in ("scaleot", "uniform") for v in parsed):
         fail("--variants methods must be scaleot or uniform")
-    budget = paper_table.QUICK if quick else paper_table.FULL
+    budget = paper_table.QUICK if quick else paper_table.STANDARD
     updates: dict[str, object] = {k: v for k, v in {"n_train": n_train, "n_test": n_test}.items() if v is not None}
     tuning = budget.tuning if epochs is None else budget.tuning.model_copy(update={"epochs": epochs})
     budget = paper_table.Budget(**{**budget.__dict__, **updates, "tuning": tuning})
     base = base_models.load_base_model(model)
     profile = stage1_with_progress(base, Stage1Config())
     result = paper_table.run(base, profile, names, alpha, parsed, budget, out,
-                             label or f"{Path(model).name}-{'quick' if quick else 'full'}")
+                             label or f"{Path(model).name}-{'quick' if quick else 'standard'}")
     typer.echo(paper_table.markdown(result))
+
+
+@bench_app.command("http")
+def bench_http(
+    model: Annotated[str, typer.Option(help="base model of the emulator (local server mode)")] = "tiny-llama",
+    method: Annotated[str, typer.Option(help="emulator method (local server mode): uniform or scaleot")] = "uniform",
+    url: Annotated[str | None, typer.Option(help="measure a running server instead of starting one")] = None,
+    key: Annotated[str | None, typer.Option(help="data-owner key (with --url)")] = None,
+    emulator_id: Annotated[str | None, typer.Option(help="a built emulator (with --url)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="the server's SCALEOT_DATA_DIR (with --url)")] = None,
+    clients: Annotated[int, typer.Option(help="concurrent clients")] = 32,
+    requests: Annotated[int, typer.Option(help="requests per client per endpoint")] = 20,
+    repeats: Annotated[int, typer.Option(help="download repetitions (median)")] = 3,
+    port: Annotated[int, typer.Option(help="port of the local server")] = 8765,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """Status/metadata latency (median, p99) under concurrent clients; download MB/s vs disk."""
+    import json
+
+    import httpx
+
+    from model_owner_server.bench import http_load
+
+    if url is None:
+        result = http_load.local_run(model, method, clients, requests, repeats, port)
+    else:
+        if not (key and emulator_id and data_dir):
+            raise typer.BadParameter("--url needs --key, --emulator-id and --data-dir")
+        headers = {"Authorization": f"Bearer {key}"}
+        emulator = httpx.get(f"{url}/v1/emulators/{emulator_id}", headers=headers, timeout=30).json()
+        local = data_dir / "artifacts" / "emulators" / emulator_id
+        result = http_load.run(url, headers, emulator, local, clients, requests, repeats)
+    out.mkdir(parents=True, exist_ok=True)
+    label = f"{Path(result['base_model']).name}-{result['method']}"
+    path = out / f"http-load-{label}.json"
+    path.write_text(json.dumps(result, indent=2))
+    typer.echo(http_load.markdown(result))
+    typer.echo(f"\nwritten to {path}")
+
+
+@bench_app.command("flow")
+def bench_flow(
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    method: Annotated[str, typer.Option(help="emulator method: scaleot or uniform")] = "scaleot",
+    task: Annotated[str, typer.Option(help="built-in multiple-choice task")] = "winowhy",
+    n_train: Annotated[int, typer.Option(help="training examples")] = 160,
+    n_test: Annotated[int, typer.Option(help="test examples")] = 100,
+    epochs: Annotated[int, typer.Option(help="tuning epochs")] = 1,
+    port: Annotated[int, typer.Option(help="port of the local server")] = 8766,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """The whole flow over HTTP on a real server: emulator, download, tune, upload, evaluate, generate."""
+    import json
+    import tempfile
+
+    from data_owner_client.tuning.config import TuningConfig
+    from model_owner_server.bench import http_flow
+
+    tuning = TuningConfig(epochs=epochs, lr=1e-4, batch_size=8, max_len=192)
+    with tempfile.TemporaryDirectory(prefix="scaleot-flow-") as tmp:
+        result = http_flow.run_flow(model, method, task, n_train, n_test, tuning, Path(tmp), port,
+                                    prompt="The capital of France is")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"http-flow-{Path(model).name}-{method}.json"
+    path.write_text(json.dumps(result, indent=2))
+    typer.echo(http_flow.markdown(result))
+    typer.echo(f"\nwritten to {path}")

@@ -38,9 +38,9 @@ def _restore_optimizer(
 ) -> None:
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
-        head, index, name = key.split(".", 2)
-        if head == prefix:
-            per_param.setdefault(int(index), {})[name] = value
+        parts = key.split(".", 2)  # "hopt.<param index>.<state name>"; other keys ("scores", ...) differ
+        if len(parts) == 3 and parts[0] == prefix:
+            per_param.setdefault(int(parts[1]), {})[parts[2]] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": groups})
 
 

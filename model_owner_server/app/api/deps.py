@@ -1,0 +1,82 @@
+"""Dependencies as `Annotated` aliases: the app state, a DB session, and who is calling.
+
+Authentication: `Authorization: Bearer <key>`. The admin key comes from settings; data-owner keys
+are looked up by their public id and their sha256 compared in constant time. Missing or wrong
+key -> 401; a data owner on an admin route -> 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from model_owner_server.app.core.security import hash_key, key_id_of, same_secret
+from model_owner_server.app.core.state import AppState
+from model_owner_server.db.models import ApiKey
+
+
+async def get_state(request: Request) -> AppState:  # async: no thread-pool hop for a field read
+    state: AppState = request.app.state.scaleot
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[Session]:
+    # async: opening a Session does no I/O (a connection is taken on first use, in the sync route)
+    with Session(state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+bearer = HTTPBearer(auto_error=False, description="the admin key, or a data owner's key from `keys create`")
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Literal["admin", "owner"]
+    owner_id: str | None = None  # None for the admin
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, reason, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_principal(
+    state: StateDep, session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise _unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    presented = credentials.credentials
+    if same_secret(hash_key(presented), hash_key(state.settings.admin_key)):
+        return Principal("admin")
+    key_id = key_id_of(presented)
+    row = session.get(ApiKey, key_id) if key_id else None
+    # compare even when the id is unknown, so timing does not reveal which ids exist
+    valid = same_secret(hash_key(presented), row.key_hash if row else "0" * 64)
+    if row is None or row.revoked or not valid:
+        raise _unauthorized("invalid API key: ask the model owner for a key (`scaleot-server keys create`)")
+    return Principal("owner", owner_id=row.owner_id)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this route needs the model owner's admin key")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]

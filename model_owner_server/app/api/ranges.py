@@ -1,0 +1,52 @@
+"""HTTP single-range requests (RFC 9110 §14): parse `Range`, honour `If-Range` against the ETag."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_SPEC = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class Unsatisfiable(ValueError):
+    """The range lies outside the file: answer 416 with `Content-Range: bytes */size`."""
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The requested range, None for "send the whole file" (no header, several ranges or a malformed
+    one, which RFC 9110 says to ignore), or Unsatisfiable."""
+    if not header:
+        return None
+    match = _SPEC.match(header.strip().replace(" ", ""))
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise Unsatisfiable(header)
+        return ByteRange(max(0, size - n), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None
+    if start >= size:
+        raise Unsatisfiable(header)
+    return ByteRange(start, min(end, size - 1))
+
+
+def range_applies(if_range: str | None, etag: str) -> bool:
+    """`If-Range` lets a client resume only if the file is unchanged (strong ETag match)."""
+    return if_range is None or if_range.strip() == etag

@@ -1,0 +1,64 @@
+"""Emulators: request (idempotent, built by the worker), status, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, status
+from sqlmodel import col, select
+
+from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
+from model_owner_server.app.schemas import EmulatorList, EmulatorOut
+from model_owner_server.app.services import emulators as service
+from model_owner_server.app.services.access import visible_emulator
+from model_owner_server.app.services.views import emulator_out
+from model_owner_server.db.models import Emulator, EmulatorGrant
+from model_owner_server.emulators.spec import EmulatorSpec
+
+router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
+
+EXAMPLES: dict[str, Any] = {
+    "scaleot": {"summary": "ScaleOT: harmonizers + learned importance, no SRC",
+                "value": {"base_model": "smollm2-135m", "method": "scaleot", "adapter_bottom": 2, "adapter_top": 2,
+                          "alpha": 0.5, "beta": 0.0}},
+    "scaleot_src": {"summary": "ScaleOT with Selective Rank Compression",
+                    "value": {"base_model": "smollm2-135m", "method": "scaleot", "alpha": 0.5, "beta": 0.5}},
+    "uniform": {"summary": "Offsite-Tuning uniform LayerDrop baseline (no stage 1)",
+                "value": {"base_model": "smollm2-135m", "method": "uniform", "alpha": 0.5, "beta": 0.0}},
+}
+
+
+@router.post("", response_model=EmulatorOut, status_code=status.HTTP_202_ACCEPTED,
+             summary="Request an emulator (same parameters -> same emulator, built once)",
+             responses={409: {"description": "base model not prepared"}, 422: {"description": "invalid request"}})
+def request_emulator(
+    state: StateDep, session: SessionDep, principal: PrincipalDep,
+    spec: Annotated[EmulatorSpec, Body(openapi_examples=EXAMPLES)],
+) -> EmulatorOut:
+    row = service.request_emulator(session, state, spec, principal)
+    return emulator_out(session, state.store, row)
+
+
+@router.get("", response_model=EmulatorList, summary="Emulators you requested (admin: all)")
+def list_emulators(state: StateDep, session: SessionDep, principal: PrincipalDep) -> EmulatorList:
+    query = select(Emulator).order_by(col(Emulator.created_at).desc())
+    if not principal.is_admin:
+        query = query.join(EmulatorGrant, col(EmulatorGrant.emulator_id) == col(Emulator.id)).where(
+            EmulatorGrant.owner_id == principal.owner_id)
+    return EmulatorList(items=[emulator_out(session, state.store, row) for row in session.exec(query).all()])
+
+
+@router.get("/{emulator_id}", response_model=EmulatorOut, summary="Build state, progress, error, manifest",
+            responses={404: {"description": "unknown, or not requested by you"}})
+def get_emulator(emulator_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep) -> EmulatorOut:
+    return emulator_out(session, state.store, visible_emulator(session, principal, emulator_id))
+
+
+@router.post("/{emulator_id}/cancel", response_model=EmulatorOut, status_code=status.HTTP_202_ACCEPTED,
+             summary="Cancel a queued or running build",
+             responses={404: {"description": "not found"}, 409: {"description": "already finished"}})
+def cancel_emulator(emulator_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep) -> EmulatorOut:
+    row = visible_emulator(session, principal, emulator_id)
+    service.cancel_emulator(state, row)
+    session.expire_all()
+    return emulator_out(session, state.store, row)

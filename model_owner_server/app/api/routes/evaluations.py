@@ -1,0 +1,119 @@
+"""Evaluations: POST a built-in task (JSON) or an uploaded multiple-choice JSONL (multipart) -> 202;
+the worker computes the Offsite-Tuning matrix. Status, list, cancel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlmodel import Session, col, select
+
+from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
+from model_owner_server.app.api.multipart import parse_multipart, too_large
+from model_owner_server.app.schemas import EvaluationList, EvaluationOut, EvaluationRequest
+from model_owner_server.app.services import evaluations as service
+from model_owner_server.app.services.access import visible_evaluation
+from model_owner_server.app.services.views import evaluation_out
+from model_owner_server.jobs import queue
+
+router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
+MAX_JSON_BYTES = 64 * 1024
+
+CREATE_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": EvaluationRequest.model_json_schema(),
+                         "example": {"adapter_id": "ada-0f1e2d3c4b5a6978", "task": "winowhy", "limit": 200}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["adapter_id", "file"], "properties": {
+        "adapter_id": {"type": "string"},
+        "task": {"type": "string", "description": "a name for this data set (default: custom)"},
+        "limit": {"type": "integer"},
+        "file": {"type": "string", "format": "binary",
+                 "description": 'JSONL rows {"context": str, "choices": [str, ...], "label": int}'}}}},
+}}}
+
+
+async def _json_request(request: Request) -> EvaluationRequest:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise too_large(MAX_JSON_BYTES)
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"request body is not valid JSON: {exc}") from exc
+    try:
+        return EvaluationRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            json.loads(exc.json(include_url=False, include_input=False))) from exc
+
+
+@router.post("", response_model=EvaluationOut, status_code=status.HTTP_202_ACCEPTED, openapi_extra=CREATE_BODY,
+             summary="Evaluate an adapter on a built-in task (JSON) or an uploaded JSONL (multipart)",
+             responses={400: {"description": "malformed body"}, 404: {"description": "unknown adapter"},
+                        413: {"description": "over the upload cap"}, 422: {"description": "invalid request/data"}})
+async def create_evaluation(request: Request, state: StateDep, principal: PrincipalDep) -> EvaluationOut:
+    def create(adapter_id: str, task: str, limit: int | None, upload: Path | None) -> EvaluationOut:
+        with Session(state.engine, expire_on_commit=False) as session:
+            row = service.create_evaluation(session, state, principal, adapter_id, task, limit, upload)
+            return evaluation_out(session, row)
+
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        tmp_root = state.settings.data_dir / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="eval-", dir=tmp_root))
+        try:
+            form = await parse_multipart(request, work, state.settings.max_upload_bytes)
+            files = [f for f in form.files if f.field == "file"]
+            adapter_id = form.fields.get("adapter_id", "").strip()
+            limit_text = form.fields.get("limit", "").strip()
+            if not adapter_id or len(files) != 1 or (limit_text and not limit_text.isdigit()):
+                raise service.unprocessable("multipart evaluation needs field adapter_id, exactly one 'file' "
+                                            "part (multiple-choice JSONL) and an optional integer limit")
+            await run_in_threadpool(service.check_upload, files[0].path, files[0].filename)
+            task = form.fields.get("task", "").strip() or "custom"
+            return await run_in_threadpool(create, adapter_id, task, int(limit_text) if limit_text else None,
+                                           files[0].path)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    body = await _json_request(request)
+    await run_in_threadpool(service.check_builtin_task, body.task)
+    return await run_in_threadpool(create, body.adapter_id, body.task, body.limit or state.settings.eval_limit, None)
+
+
+@router.get("", response_model=EvaluationList, summary="Your evaluations (admin: all)")
+def list_evaluations(session: SessionDep, principal: PrincipalDep) -> EvaluationList:
+    from model_owner_server.db.models import Evaluation
+
+    query = select(Evaluation).order_by(col(Evaluation.created_at).desc())
+    if not principal.is_admin:
+        query = query.where(Evaluation.owner_id == principal.owner_id)
+    return EvaluationList(items=[evaluation_out(session, row) for row in session.exec(query).all()])
+
+
+@router.get("/{evaluation_id}", response_model=EvaluationOut, summary="State and the evaluation matrix",
+            responses={404: {"description": "unknown, or another owner's"}})
+def get_evaluation(evaluation_id: str, session: SessionDep, principal: PrincipalDep) -> EvaluationOut:
+    return evaluation_out(session, visible_evaluation(session, principal, evaluation_id))
+
+
+@router.post("/{evaluation_id}/cancel", response_model=EvaluationOut, status_code=status.HTTP_202_ACCEPTED,
+             summary="Cancel a queued or running evaluation",
+             responses={404: {"description": "not found"}, 409: {"description": "already finished"}})
+def cancel_evaluation(evaluation_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep
+                      ) -> EvaluationOut:
+    row = visible_evaluation(session, principal, evaluation_id)
+    if row.job_id is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, "nothing to cancel")
+    try:
+        queue.request_cancel(state.engine, row.job_id)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    session.expire_all()
+    return evaluation_out(session, row)

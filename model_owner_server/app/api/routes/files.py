@@ -1,0 +1,69 @@
+"""Emulator file downloads: only files listed in the manifest (plus the manifest), ETag = sha256,
+single-range `Range` (206/416) and `If-Range`, `If-None-Match` (304). Streams from the store."""
+
+from __future__ import annotations
+
+import hashlib
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
+from model_owner_server.app.api.ranges import Unsatisfiable, parse_range, range_applies
+from model_owner_server.app.services.access import visible_emulator
+from model_owner_server.db.models import Job, JobState
+from shared.manifest import MANIFEST_NAME, EmulatorManifest
+
+router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
+CHUNK = 1 << 20
+
+
+@router.head("/{emulator_id}/files/{name}", include_in_schema=False)
+@router.get(
+    "/{emulator_id}/files/{name}", response_class=StreamingResponse,
+    summary="Download one emulator file (ETag, Range, If-Range)",
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "partial content"},
+               304: {"description": "not modified"}, 404: {"description": "no such emulator or file"},
+               409: {"description": "emulator not built yet"}, 416: {"description": "range not satisfiable"}},
+)
+def download_file(
+    emulator_id: str, name: str, request: Request, state: StateDep, session: SessionDep, principal: PrincipalDep,
+    range_header: str | None = Header(None, alias="range"),
+    if_range: str | None = Header(None, alias="if-range"),
+    if_none_match: str | None = Header(None, alias="if-none-match"),
+) -> Response:
+    row = visible_emulator(session, principal, emulator_id)
+    job = session.get(Job, row.job_id) if row.job_id else None
+    if row.manifest_json is None or job is None or job.state != JobState.succeeded:
+        current = job.state if job else "queued"
+        raise HTTPException(status.HTTP_409_CONFLICT, f"emulator {emulator_id} is {current}, not built yet; "
+                            "poll GET /v1/emulators/{id} until its state is succeeded")
+    manifest = EmulatorManifest.model_validate_json(row.manifest_json)
+    key = f"emulators/{emulator_id}/{name}"
+    info = state.store.stat(key) if (name == MANIFEST_NAME or name in manifest.files) else None
+    if info is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"emulator {emulator_id} has no file {name!r}; files: "
+                            f"{', '.join([MANIFEST_NAME, *sorted(manifest.files)])}")
+    if name == MANIFEST_NAME:
+        digest = hashlib.sha256(b"".join(state.store.read_range(key, 0, info.size - 1))).hexdigest()
+    else:
+        digest = manifest.files[name].sha256
+    etag = f'"{digest}"'
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=0",
+               "Content-Disposition": f'attachment; filename="{name}"'}
+    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    try:
+        wanted = parse_range(range_header, info.size) if range_applies(if_range, etag) else None
+    except Unsatisfiable:
+        return Response(status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
+                        headers={**headers, "Content-Range": f"bytes */{info.size}"})
+    start, end, code = 0, info.size - 1, status.HTTP_200_OK
+    if wanted is not None:
+        start, end, code = wanted.start, wanted.end, status.HTTP_206_PARTIAL_CONTENT
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+    headers["Content-Length"] = str(end - start + 1 if info.size else 0)
+    if request.method == "HEAD" or info.size == 0:
+        return Response(status_code=code, headers=headers, media_type="application/octet-stream")
+    body = state.store.read_range(key, start, end, CHUNK)
+    return StreamingResponse(body, status_code=code, headers=headers, media_type="application/octet-stream")

@@ -1,0 +1,24 @@
+"""Generation with the plugged model (full model + the data owner's adapter)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+
+from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
+from model_owner_server.app.schemas import GenerateOut, GenerateRequest
+from model_owner_server.app.services.access import visible_adapter
+from model_owner_server.app.services.generation import generate
+from model_owner_server.db.models import Emulator
+
+router = APIRouter(prefix="/v1/adapters", tags=["generation"])
+
+
+@router.post("/{adapter_id}/generate", response_model=GenerateOut, summary="Generate text with the plugged model",
+             responses={404: {"description": "unknown, or another owner's adapter"}})
+def generate_text(adapter_id: str, body: GenerateRequest, state: StateDep, session: SessionDep,
+                  principal: PrincipalDep) -> GenerateOut:
+    adapter = visible_adapter(session, principal, adapter_id)
+    emulator = session.get(Emulator, adapter.emulator_id)
+    if emulator is None or emulator.manifest_json is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the emulator of adapter {adapter_id} is not available")
+    return generate(state, adapter, emulator, body)

@@ -1,0 +1,81 @@
+"""Service settings from `SCALEOT_*` environment variables (pydantic-settings).
+
+Every knob a deployment needs is here, with its default for the embedded single-machine setup:
+SQLite (WAL) + a local artifact directory under `SCALEOT_DATA_DIR`, one worker beside the API.
+Outside `SCALEOT_ENVIRONMENT=development` a missing or default admin key is refused at start-up.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ADMIN_KEY = "change-me"
+DEFAULT_MODELS = ["smollm2-135m", "tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-opt"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCALEOT_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        "production", description="development tolerates the default admin key; production refuses it"
+    )
+    data_dir: Path = Field(Path("scaleot-data"), description="artifacts (local store) and the SQLite database")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/scaleot.db (WAL). postgresql+psycopg://..."
+    )
+    admin_key: str = Field(DEFAULT_ADMIN_KEY, description="the model owner's admin API key (>= 16 chars)")
+    max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="cap on one request body (adapter, JSONL)")
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), description="base models served")
+    worker_poll_s: float = Field(1.0, gt=0, description="worker sleep when the queue is empty")
+    lease_s: float = Field(60.0, gt=0, description="a running job whose lease is older than this is recovered")
+    heartbeat_s: float = Field(10.0, gt=0, description="how often a worker renews its lease")
+    max_attempts: int = Field(2, ge=1, description="runs of a job before an orphaned job is failed")
+    plugged_cache_size: int = Field(2, ge=1, description="plugged full models kept in memory (LRU)")
+    base_cache_size: int = Field(2, ge=1, description="base models kept loaded in one process (LRU)")
+    stage1_steps: int | None = Field(None, ge=1, description="override stage-1 steps (default config otherwise)")
+    stage1_batch_size: int | None = Field(None, ge=1)
+    stage1_seq_len: int | None = Field(None, ge=8)
+    stage1_harmonizer_rank: int | None = Field(None, ge=1)
+    eval_limit: int = Field(200, ge=1, description="default cap on test examples of a built-in task")
+    generate_max_new_tokens: int = Field(256, ge=1, description="upper bound on max_new_tokens")
+    workers_with_serve: int = Field(1, ge=0, description="worker processes `serve` starts beside the API")
+    api_processes: int = Field(1, ge=1, description="uvicorn processes of the API (each holds its own model caches)")
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        if self.environment != "development" and (self.admin_key == DEFAULT_ADMIN_KEY or len(self.admin_key) < 16):
+            raise ValueError(
+                "SCALEOT_ADMIN_KEY is missing, the default, or shorter than 16 characters; set a random key, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` (or SCALEOT_ENVIRONMENT=development)"
+            )
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError(f"SCALEOT_HEARTBEAT_S ({self.heartbeat_s}) must be shorter than SCALEOT_LEASE_S "
+                             f"({self.lease_s}), or running jobs are taken for orphans")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'scaleot.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    def stage1_overrides(self) -> dict[str, int]:
+        values = {
+            "steps": self.stage1_steps,
+            "batch_size": self.stage1_batch_size,
+            "seq_len": self.stage1_seq_len,
+            "harmonizer_rank": self.stage1_harmonizer_rank,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,34 @@
+"""What one API process holds: settings, the database engine, the artifact store and model caches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from transformers import PreTrainedModel
+
+from model_owner_server.app.core.config import Settings
+from model_owner_server.app.services.model_cache import BaseModelCache, LRUCache
+from model_owner_server.db.engine import make_engine
+from model_owner_server.storage.base import ArtifactStore
+from model_owner_server.storage.local import LocalArtifactStore
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    store: ArtifactStore
+    base_models: BaseModelCache
+    plugged: LRUCache[PreTrainedModel]  # adapter id -> full model with that adapter plugged in
+    schema_revision: str | None = None  # set once the migrations ran at start-up
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AppState:
+        return cls(
+            settings=settings,
+            engine=make_engine(settings.db_url),
+            store=LocalArtifactStore(settings.artifacts_dir),
+            base_models=BaseModelCache(settings.base_cache_size),
+            plugged=LRUCache(settings.plugged_cache_size),
+        )

@@ -1,0 +1,54 @@
+"""The FastAPI app factory: settings -> state (engine, store, caches) -> routers + JSON error handlers.
+
+`uvicorn --factory model_owner_server.app.main:create_app` or `scaleot-server serve`.
+The database schema is brought to the newest Alembic revision before the app accepts requests.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from model_owner_server.app.api.routes import adapters, emulators, evaluations, files, generate, health, models, owners
+from model_owner_server.app.core.config import Settings, get_settings
+from model_owner_server.app.core.state import AppState
+from model_owner_server.db.migrate import upgrade
+
+log = logging.getLogger("scaleot.api")
+
+DESCRIPTION = """The model owner's ScaleOT service. Data owners request an **emulator** (a compressed
+stand-in of the model: the adapter blocks unchanged, the middle replaced by harmonizers and/or rank
+compressed), tune the adapter on it locally, upload only the adapter, and get the plug-in evaluation
+matrix and generations from the full model. Authenticate with `Authorization: Bearer <key>`."""
+
+
+async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return JSONResponse({"detail": "request body is not valid JSON"}, status_code=status.HTTP_400_BAD_REQUEST)
+    cleaned = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in errors]
+    return JSONResponse({"detail": cleaned}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); see the server log"},
+                        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    state = AppState.from_settings(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    state.schema_revision = upgrade(state.engine)
+    app = FastAPI(title="ScaleOT model-owner service", version="0.1.0", description=DESCRIPTION)
+    app.state.scaleot = state
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)
+    for module in (health, models, owners, emulators, files, adapters, generate, evaluations):
+        app.include_router(module.router)
+    return app

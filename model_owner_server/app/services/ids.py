@@ -1,0 +1,25 @@
+"""What an emulator request resolves to before anything is built: the stage-1 config it needs and
+its content-derived id (the same id the built manifest will carry)."""
+
+from __future__ import annotations
+
+from model_owner_server.base_models import BaseModel
+from model_owner_server.emulators.profile import Stage1Config, corpus_tag, profile_id
+from model_owner_server.emulators.spec import EmulatorSpec
+
+
+def needs_profile(spec: EmulatorSpec) -> bool:
+    return spec.method == "scaleot" and (spec.options.harmonizers or spec.options.importance)
+
+
+def stage1_config(spec: EmulatorSpec, overrides: dict[str, int]) -> Stage1Config | None:
+    if not needs_profile(spec):
+        return None
+    return Stage1Config.model_validate(
+        {"adapter_bottom": spec.adapter_bottom, "adapter_top": spec.adapter_top, **overrides}
+    )
+
+
+def emulator_id(spec: EmulatorSpec, base: BaseModel, stage1: Stage1Config | None) -> str:
+    pid = profile_id(base.weights_sha256, stage1, corpus_tag(None)) if stage1 is not None else None
+    return spec.emulator_id(base.weights_sha256, pid)

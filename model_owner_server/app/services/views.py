@@ -1,0 +1,59 @@
+"""Database rows -> response schemas."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from sqlmodel import Session
+
+from model_owner_server.app.schemas import AdapterOut, EmulatorFile, EmulatorOut, EvaluationOut, JobStatus
+from model_owner_server.db.models import Adapter, Emulator, Evaluation, Job, JobState
+from model_owner_server.evaluation.matrix import EvaluationMatrix
+from model_owner_server.storage.base import ArtifactStore
+from shared.manifest import MANIFEST_NAME, EmulatorManifest, FileEntry
+
+
+@lru_cache(maxsize=512)
+def parse_manifest(text: str) -> EmulatorManifest:
+    """Manifests never change once written: parse each one once (status polling is the hot path)."""
+    return EmulatorManifest.model_validate_json(text)
+
+
+def job_status(session: Session, job_id: str | None) -> JobStatus:
+    job = session.get(Job, job_id) if job_id else None
+    if job is None:
+        return JobStatus(job_id=job_id, state=JobState.queued)
+    return JobStatus(job_id=job.id, state=job.state, progress=job.progress, message=job.message, error=job.error,
+                     attempts=job.attempts, created_at=job.created_at, started_at=job.started_at,
+                     finished_at=job.finished_at)
+
+
+def emulator_out(session: Session, store: ArtifactStore, row: Emulator) -> EmulatorOut:
+    status = job_status(session, row.job_id)
+    manifest = parse_manifest(row.manifest_json) if row.manifest_json else None
+    files: list[EmulatorFile] = []
+    if manifest is not None and status.state == JobState.succeeded:
+        base = f"/v1/emulators/{row.id}/files"
+        files = [EmulatorFile(name=n, size=f.size, sha256=f.sha256, url=f"{base}/{n}")
+                 for n, f in sorted(manifest.files.items())]
+        info = store.stat(f"emulators/{row.id}/{MANIFEST_NAME}")
+        files.insert(0, EmulatorFile(name=MANIFEST_NAME, size=info.size if info else 0, sha256=None,
+                                     url=f"{base}/{MANIFEST_NAME}"))
+    return EmulatorOut(id=row.id, base_model=row.base_model, method=row.method, spec=json.loads(row.spec_json),
+                       state=status.state, progress=status.progress, error=status.error, status=status,
+                       manifest=manifest, files=files, created_at=row.created_at)
+
+
+def adapter_out(row: Adapter) -> AdapterOut:
+    files = {k: FileEntry.model_validate(v) for k, v in json.loads(row.files_json).items()}
+    return AdapterOut(id=row.id, emulator_id=row.emulator_id, kind=row.kind, files=files, size=row.size,
+                      created_at=row.created_at)
+
+
+def evaluation_out(session: Session, row: Evaluation) -> EvaluationOut:
+    result = EvaluationMatrix.model_validate_json(row.result_json) if row.result_json else None
+    status = job_status(session, row.job_id)
+    return EvaluationOut(id=row.id, adapter_id=row.adapter_id, task=row.task, source=row.source,
+                         limit=row.example_limit, state=status.state, progress=status.progress, error=status.error,
+                         status=status, result=result, created_at=row.created_at)

@@ -1,0 +1,111 @@
+"""Tables (SQLModel). The schema itself is owned by the Alembic revisions in `migrations/versions`;
+change a table here and add a revision there (`tests/service/test_migrations.py` compares them).
+
+Timestamps are float seconds since the epoch (UTC): identical on SQLite and Postgres, and what the
+lease arithmetic of the job queue needs.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+from sqlmodel import Field, SQLModel
+
+
+def now() -> float:
+    return time.time()
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINISHED = (JobState.succeeded, JobState.failed, JobState.cancelled)
+
+
+class JobKind(StrEnum):
+    emulator_build = "emulator_build"
+    evaluation = "evaluation"
+
+
+class Owner(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(unique=True, index=True, max_length=120)
+    created_at: float = Field(default_factory=now)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+
+    id: str = Field(primary_key=True, max_length=40)  # the key's public id (part of the key)
+    owner_id: str = Field(foreign_key="owner.id", index=True, max_length=40)
+    key_hash: str = Field(max_length=64)
+    revoked: bool = False
+    created_at: float = Field(default_factory=now)
+
+
+class Job(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    kind: str = Field(max_length=32)
+    subject_id: str = Field(index=True, max_length=40)  # emulator or evaluation id
+    state: str = Field(default=JobState.queued, index=True, max_length=16)
+    progress: float = 0.0
+    message: str = Field(default="", max_length=500)
+    error: str | None = Field(default=None, max_length=4000)
+    attempts: int = 0
+    max_attempts: int = 2
+    cancel_requested: bool = False
+    lease_owner: str | None = Field(default=None, max_length=80)
+    lease_expires_at: float | None = None
+    created_at: float = Field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = Field(default_factory=now)
+
+
+class Emulator(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)  # = manifest emulator_id (content-derived)
+    base_model: str = Field(max_length=400)
+    method: str = Field(max_length=16)
+    spec_json: str  # EmulatorSpec
+    stage1_json: str | None = None  # Stage1Config when the method needs a profile
+    job_id: str | None = Field(default=None, foreign_key="job.id", max_length=40)
+    manifest_json: str | None = None
+    created_at: float = Field(default_factory=now)
+
+
+class EmulatorGrant(SQLModel, table=True):
+    """Which data owners requested (and so may see and download) an emulator."""
+
+    __tablename__ = "emulator_grant"
+
+    emulator_id: str = Field(foreign_key="emulator.id", primary_key=True, max_length=40)
+    owner_id: str = Field(foreign_key="owner.id", primary_key=True, max_length=40)
+    created_at: float = Field(default_factory=now)
+
+
+class Adapter(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    owner_id: str | None = Field(default=None, foreign_key="owner.id", index=True, max_length=40)
+    emulator_id: str = Field(foreign_key="emulator.id", index=True, max_length=40)
+    kind: str = Field(max_length=8)  # full | lora
+    files_json: str  # {name: {"sha256", "size"}}
+    size: int = 0
+    created_at: float = Field(default_factory=now)
+
+
+class Evaluation(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    owner_id: str | None = Field(default=None, foreign_key="owner.id", index=True, max_length=40)
+    adapter_id: str = Field(foreign_key="adapter.id", index=True, max_length=40)
+    task: str = Field(max_length=200)
+    source: str = Field(default="builtin", max_length=16)  # builtin | upload
+    example_limit: int | None = None
+    job_id: str | None = Field(default=None, foreign_key="job.id", max_length=40)
+    result_json: str | None = None
+    created_at: float = Field(default_factory=now)

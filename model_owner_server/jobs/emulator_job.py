@@ -1,0 +1,84 @@
+"""Job: build one emulator (stage 1 first when its importance profile is not cached, then stage 2)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from sqlmodel import Session
+
+from model_owner_server.base_models import BaseModel
+from model_owner_server.db.models import Emulator
+from model_owner_server.emulators.build import build_emulator
+from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config, profile_dir, profile_id
+from model_owner_server.emulators.spec import EmulatorSpec
+from model_owner_server.emulators.stage1 import ProgressFn, Stage1Cancelled, Stage1Progress, ensure_profile
+from model_owner_server.jobs.worker import JobContext, WorkerServices
+
+log = logging.getLogger("scaleot.worker")
+STAGE1_SHARE = 0.9  # of the progress bar, when stage 1 runs
+
+
+def profile_resuming(base: BaseModel, config: Stage1Config, on_step: ProgressFn, ctx: JobContext
+                     ) -> ImportanceProfile:
+    """ensure_profile, resuming a stage-1 checkpoint left by a stopped or crashed attempt; a checkpoint
+    that cannot be restored (stale format, or the restore bug reported with this service) is
+    discarded once and stage 1 starts over, instead of failing the job on every retry."""
+    partial = profile_dir(profile_id(base.weights_sha256, config)).with_name(
+        f".{profile_id(base.weights_sha256, config)}.partial")
+    had_checkpoint = partial.exists()
+    try:
+        return ensure_profile(base, config, on_progress=on_step, should_stop=ctx.should_stop)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        if isinstance(exc, Stage1Cancelled) or not had_checkpoint:
+            raise
+        log.warning("stage-1 checkpoint %s could not be resumed (%s); starting stage 1 over", partial, exc)
+        shutil.rmtree(partial, ignore_errors=True)
+        ctx.progress(0.01, "stage 1: checkpoint unusable, starting over", force=True)
+        return ensure_profile(base, config, on_progress=on_step, should_stop=ctx.should_stop)
+
+
+def emulator_prefix(emulator_id: str) -> str:
+    return f"emulators/{emulator_id}"
+
+
+def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
+    with Session(services.engine) as session:
+        row = session.get(Emulator, ctx.job.subject_id)
+        if row is None:
+            raise LookupError(f"emulator {ctx.job.subject_id} no longer exists")
+        spec = EmulatorSpec.model_validate_json(row.spec_json)
+        stage1 = Stage1Config.model_validate_json(row.stage1_json) if row.stage1_json else None
+    ctx.progress(0.0, f"loading base model {spec.base_model}", force=True)
+    base = services.base_models.get(spec.base_model)
+    profile = None
+    if stage1 is not None:
+        ctx.progress(0.01, "stage 1 (Dynamic LayerReplace): looking for a cached importance profile", force=True)
+
+        def on_step(p: Stage1Progress) -> None:
+            ctx.progress(STAGE1_SHARE * p.step / p.total,
+                         f"stage 1 step {p.step}/{p.total}: loss {p.loss:.3f}, reward {p.reward:.3f}")
+
+        profile = profile_resuming(base, stage1, on_step, ctx)
+    ctx.progress(STAGE1_SHARE if stage1 else 0.1, "stage 2: generating the emulator", force=True)
+    tmp_root = services.settings.data_dir / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{row.id}.", dir=tmp_root))
+    try:
+        manifest = build_emulator(base, spec, profile, tmp / "emulator")
+        if manifest.emulator_id != row.id:
+            raise RuntimeError(f"built emulator id {manifest.emulator_id} != requested {row.id} (settings changed?)")
+        ctx.progress(0.98, "publishing the emulator files", force=True)
+        services.store.put_dir(emulator_prefix(row.id), tmp / "emulator")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    with Session(services.engine) as session:
+        stored = session.get(Emulator, row.id)
+        assert stored is not None
+        stored.manifest_json = manifest.model_dump_json()
+        session.add(stored)
+        session.commit()
+    size = sum(f.size for f in manifest.files.values())
+    return f"emulator ready: {len(manifest.layers)} blocks, {size / 1e6:.1f} MB"

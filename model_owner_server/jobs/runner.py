@@ -1,0 +1,39 @@
+"""Start a worker from settings: `scaleot-server worker` (and the worker `serve` starts beside the API)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from model_owner_server.app.core.config import Settings
+from model_owner_server.app.services.model_cache import BaseModelCache
+from model_owner_server.db.engine import make_engine
+from model_owner_server.db.migrate import upgrade
+from model_owner_server.jobs.handlers import HANDLERS
+from model_owner_server.jobs.worker import Worker, WorkerServices
+from model_owner_server.storage.local import LocalArtifactStore
+
+
+def build_worker(settings: Settings, worker_id: str | None = None) -> Worker:
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    services = WorkerServices(
+        settings=settings,
+        engine=engine,
+        store=LocalArtifactStore(settings.artifacts_dir),
+        base_models=BaseModelCache(settings.base_cache_size),
+    )
+    return Worker(services, HANDLERS, worker_id)
+
+
+def run_worker(settings: Settings, once: bool = False, threads: int | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if threads:
+        torch.set_num_threads(threads)
+    worker = build_worker(settings)
+    if once:
+        return worker.run_until_idle()
+    worker.install_signal_handlers()
+    worker.run_forever()
+    return 0

@@ -1,0 +1,206 @@
+"""The data owner's JSONL formats (design.md): training rows and multiple-choice rows.
+
+Training: `{"context": str, "target": str}` (loss on the target only) or `{"text": str}` (loss on
+everything). Multiple choice: `{"context": str, "choices": [str, ...], "label": int}`.
+Loading streams the file line by line and collects up to MAX_PROBLEMS problems, each with its
+`file:line`, so a user fixes a bad file in one pass instead of one error at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+MAX_PROBLEMS = 20
+
+TRAIN_FORMAT = '{"context": str, "target": str} or {"text": str}'
+MC_FORMAT = '{"context": str, "choices": [str, str, ...], "label": int}'
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One training row; a `{"text"}` row has context "" (loss on the whole text)."""
+
+    context: str
+    target: str
+
+
+@dataclass(frozen=True)
+class MCExample:
+    """One multiple-choice row; `label` indexes `choices`."""
+
+    context: str
+    choices: list[str]
+    label: int
+
+
+class DataFormatError(ValueError):
+    """A data file that does not follow its format; `problems` lists every `file:line: what` found."""
+
+    def __init__(self, path: Path, problems: list[str], truncated: bool = False) -> None:
+        self.path = path
+        self.problems = problems
+        more = f"\n(stopped after {MAX_PROBLEMS} problems)" if truncated else ""
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{path}: {len(problems)} {noun}:\n" + "\n".join(problems) + more)
+
+
+T = TypeVar("T")
+
+
+def _type_name(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_keys(row: dict[str, Any], allowed: set[str], expected: str) -> list[str]:
+    problems = []
+    missing = sorted(allowed - row.keys())
+    extra = sorted(row.keys() - allowed)
+    if missing:
+        problems.append(f"missing field(s) {', '.join(map(repr, missing))}; expected {expected}")
+    if extra:
+        problems.append(f"unexpected field(s) {', '.join(map(repr, extra))}; expected {expected}")
+    return problems
+
+
+def _check_str(row: dict[str, Any], key: str, allow_empty: bool) -> list[str]:
+    if key not in row:
+        return []
+    value = row[key]
+    if not isinstance(value, str):
+        return [f"field {key!r} must be a string, got {_type_name(value)}"]
+    if not allow_empty and not value:
+        return [f"field {key!r} is empty; it must be a non-empty string"]
+    return []
+
+
+def _parse_train(row: dict[str, Any]) -> tuple[TrainExample | None, list[str]]:
+    if "choices" in row or "label" in row:
+        return None, [
+            f"this is a multiple-choice row; a training file needs {TRAIN_FORMAT} "
+            "(convert multiple-choice data with shared.tasks.as_training_examples)"
+        ]
+    if "text" in row:
+        problems = _check_keys(row, {"text"}, TRAIN_FORMAT) + _check_str(row, "text", allow_empty=False)
+        return (None, problems) if problems else (TrainExample(context="", target=row["text"]), [])
+    problems = _check_keys(row, {"context", "target"}, TRAIN_FORMAT)
+    problems += _check_str(row, "context", allow_empty=True) + _check_str(row, "target", allow_empty=False)
+    return (None, problems) if problems else (TrainExample(context=row["context"], target=row["target"]), [])
+
+
+def _parse_mc(row: dict[str, Any]) -> tuple[MCExample | None, list[str]]:
+    problems = _check_keys(row, {"context", "choices", "label"}, MC_FORMAT) + _check_str(row, "context", True)
+    choices = row.get("choices")
+    if "choices" in row:
+        if not isinstance(choices, list):
+            problems.append(f"field 'choices' must be an array of strings, got {_type_name(choices)}")
+            choices = None
+        elif len(choices) < 2:
+            what = "is empty" if not choices else "has only 1 choice"
+            problems.append(f"field 'choices' {what}; it needs at least 2 choices")
+        else:
+            bad = [i for i, c in enumerate(choices) if not isinstance(c, str) or not c]
+            if bad:
+                problems.append(f"choices at index(es) {bad} must be non-empty strings")
+            elif len(set(choices)) != len(choices):
+                problems.append("field 'choices' has duplicates; every choice must be distinct")
+    label = row.get("label")
+    if "label" in row:
+        if not isinstance(label, int) or isinstance(label, bool):
+            problems.append(f"field 'label' must be an integer index into 'choices', got {_type_name(label)}")
+        elif isinstance(choices, list) and len(choices) >= 2 and not 0 <= label < len(choices):
+            problems.append(f"label {label} is out of range; it must be between 0 and {len(choices) - 1}")
+    if problems:
+        return None, problems
+    return MCExample(context=row["context"], choices=list(row["choices"]), label=row["label"]), []
+
+
+def _iter_rows(path: Path, parse: Callable[[dict[str, Any]], tuple[T | None, list[str]]]) -> Iterator[T]:
+    """Parse rows lazily; raise one DataFormatError with every problem (up to MAX_PROBLEMS) at the end."""
+    problems: list[str] = []
+    count = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if len(problems) >= MAX_PROBLEMS:
+                raise DataFormatError(path, problems[:MAX_PROBLEMS], truncated=True)
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(f"{where}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8")
+                continue
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # tolerate a UTF-8 byte-order mark
+            if not line.strip():
+                continue  # blank lines (e.g. a trailing newline) carry no row
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(
+                    f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); expected one JSON object per line"
+                )
+                continue
+            if not isinstance(row, dict):
+                problems.append(f"{where}: expected a JSON object, got {_type_name(row)}")
+                continue
+            example, found = parse(row)
+            problems.extend(f"{where}: {p}" for p in found)
+            if example is not None:
+                count += 1
+                if not problems:
+                    yield example
+    if not problems and count == 0:
+        problems.append(f"{path}: the file has no rows; expected one JSON object per line")
+    if problems:
+        raise DataFormatError(path, problems)
+
+
+def load_training_jsonl(path: str | Path) -> list[TrainExample]:
+    """Training rows of a JSONL file; raises DataFormatError listing every problem."""
+    return list(_iter_rows(Path(path), _parse_train))
+
+
+def load_mc_jsonl(path: str | Path) -> list[MCExample]:
+    """Multiple-choice rows of a JSONL file; raises DataFormatError listing every problem."""
+    return list(_iter_rows(Path(path), _parse_mc))
+
+
+def _train_row(example: TrainExample) -> dict[str, Any]:
+    if not example.context:  # lossless: {"text"} loads back as context ""
+        return {"text": example.target}
+    return {"context": example.context, "target": example.target}
+
+
+def _mc_row(example: MCExample) -> dict[str, Any]:
+    return {"context": example.context, "choices": list(example.choices), "label": example.label}
+
+
+def _write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a data file is an ordinary readable file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_training_jsonl(path: str | Path, examples: Iterable[TrainExample]) -> Path:
+    return _write_rows(Path(path), (_train_row(e) for e in examples))
+
+
+def write_mc_jsonl(path: str | Path, examples: Iterable[MCExample]) -> Path:
+    return _write_rows(Path(path), (_mc_row(e) for e in examples))
