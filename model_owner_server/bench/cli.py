@@ -40,7 +40,7 @@ def bench_paper_table(
     tasks: Annotated[str, typer.Option(help="comma-separated built-in tasks")] = "goal_step_wikihow_goal",
     alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced/dropped")] = 0.5,
     variants: Annotated[str, typer.Option(help="method:beta list")] = "uniform:0,scaleot:0,scaleot:0.5",
-    quick: Annotated[bool, typer.Option(help="small budget: 96 train / 60 test examples (default 200 / 150)")] = False,
+    quick: Annotated[bool, typer.Option(help="small budget: 96 train / 60 test examples (default 160 / 100)")] = False,
     n_train: Annotated[int | None, typer.Option(help="override training examples per task")] = None,
     n_test: Annotated[int | None, typer.Option(help="override test examples per task")] = None,
     epochs: Annotated[int | None, typer.Option(help="override tuning epochs")] = None,
@@ -56,6 +56,8 @@ def bench_paper_table(
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     unknown = [t for t in names if t not in TASKS]
+    if not names:
+        fail("--tasks needs at least one task name")
     if unknown:
         fail(f"unknown task(s) {unknown}; available: {', '.join(TASKS)}")
     try:

@@ -52,7 +52,7 @@ def test_uniform_layer_map_drops_and_renumbers_blocks_for_the_kv_cache() -> None
     emulator, manifest = generate_emulator(base, spec, profile=None)
     full = [e.full_index for e in manifest.layers]
     assert full == [0, 1, 2, 6, 7]  # M = 5, round_half_up(2.5) = 3 dropped
-    assert [e.kind for e in manifest.layers] == [LayerKind.adapter] * 3 + [LayerKind.kept] + [LayerKind.adapter]
+    assert [e.kind for e in manifest.layers] == [LayerKind.adapter] * 2 + [LayerKind.kept] * 2 + [LayerKind.adapter]
     assert emulator.config.num_hidden_layers == 5 and len(emulator.config.layer_types) == 5
     for i, block in enumerate(find_block_stack(emulator).blocks):
         assert block.self_attn.layer_idx == i
