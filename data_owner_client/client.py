@@ -51,6 +51,13 @@ def format_detail(detail: Any) -> str:
     return str(detail)
 
 
+def _detail(response: httpx.Response) -> Any:
+    try:
+        return response.json().get("detail", response.text)
+    except ValueError:
+        return response.text
+
+
 class ScaleOTClient:
     def __init__(self, url: str, api_key: str | None, timeout: float = 30.0, retries: int = 3,
                  transport: httpx.BaseTransport | None = None) -> None:
@@ -82,11 +89,7 @@ class ScaleOTClient:
                 delay *= 2
                 continue
             if response.status_code >= 400:
-                try:
-                    detail = response.json().get("detail", response.text)
-                except ValueError:
-                    detail = response.text
-                raise ApiError(response.status_code, detail, f"{method} {path}")
+                raise ApiError(response.status_code, _detail(response), f"{method} {path}")
             return response
         raise AssertionError("unreachable")
 
@@ -102,11 +105,7 @@ class ScaleOTClient:
             with self.http.stream("GET", path, headers=headers) as response:
                 if response.status_code >= 400 and response.status_code != 416:
                     response.read()
-                    try:
-                        detail = response.json().get("detail", response.text)
-                    except ValueError:
-                        detail = response.text
-                    raise ApiError(response.status_code, detail, f"GET {path}")
+                    raise ApiError(response.status_code, _detail(response), f"GET {path}")
                 yield response
         except (httpx.ConnectError, httpx.ReadTimeout, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
             raise ClientError(f"download from {self.url} interrupted ({exc.__class__.__name__}); run the same "

@@ -9,9 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from transformers import (
 
 from model_owner_server.tiny_models import TINY_MODELS, byte_tokenizer, tiny_model
 from shared.artifacts import sha256_file
+from shared.atomic import atomic_directory
 from shared.blocks import find_block_stack, num_layers
 from shared.cache import cache_dir
 
@@ -105,20 +103,13 @@ def prepare(name: str, force: bool = False) -> Path:
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(loaded.state_dict(), strict=True)
     del loaded
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         digest = _hash_weights_dir(tmp)
         (tmp / "scaleot-base.json").write_text(
             json.dumps({"name": name, "source": spec.distribution, "weights_sha256": digest}, indent=2)
         )
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

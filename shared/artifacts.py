@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from shared.atomic import atomic_directory
 from shared.emulator_model import build_skeleton, materialize
 from shared.manifest import MANIFEST_NAME, WEIGHTS_NAME, EmulatorManifest, FileEntry
 
@@ -51,10 +49,7 @@ def write_emulator(
     out_dir: Path,
 ) -> EmulatorManifest:
     """Write config, weights, tokenizer and manifest to a temporary directory, then rename it."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(Path(out_dir)) as tmp:
         model.config.save_pretrained(tmp)
         save_file(unique_state(model), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
@@ -65,15 +60,6 @@ def write_emulator(
         }
         manifest = manifest.model_copy(update={"files": files})
         (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
-        if out_dir.exists():
-            trash = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(out_dir, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

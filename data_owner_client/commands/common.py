@@ -46,6 +46,23 @@ def connect(url: str | None, api_key: str | None, profile: str | None) -> Iterat
             fail(str(exc), EXIT_UNREACHABLE if "cannot reach" in str(exc) else EXIT_VERIFY)
 
 
+def wait_with_progress(label: str, wait: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]]
+                       ) -> dict[str, Any]:
+    """Run `wait(on_status)` showing the job's state, message and progress as a bar."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  console=err) as progress:
+        task = progress.add_task(label, total=1.0)
+
+        def show(item: dict[str, Any]) -> None:
+            status = item["status"]
+            progress.update(task, completed=status["progress"],
+                            description=f"{status['state']}: {status.get('message') or label}")
+
+        return wait(show)
+
+
 def emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
     if as_json:
         typer.echo(json.dumps(payload, indent=2))

@@ -9,7 +9,17 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from data_owner_client.commands.common import JsonOpt, KeyOpt, ProfileOpt, UrlOpt, connect, emit, err, out
+from data_owner_client.commands.common import (
+    JsonOpt,
+    KeyOpt,
+    ProfileOpt,
+    UrlOpt,
+    connect,
+    emit,
+    err,
+    out,
+    wait_with_progress,
+)
 from data_owner_client.download import DownloadProgress
 
 app = typer.Typer(help="Request, watch and download emulators.", no_args_is_help=True)
@@ -23,15 +33,8 @@ def _line(e: dict[str, Any]) -> str:
 
 
 def _wait(client: Any, emulator_id: str) -> dict[str, Any]:
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  console=err) as progress:
-        task = progress.add_task(f"building {emulator_id}", total=1.0)
-
-        def show(e: dict[str, Any]) -> None:
-            progress.update(task, completed=e["status"]["progress"],
-                            description=f"{e['status']['state']}: {e['status'].get('message') or emulator_id}")
-
-        return dict(client.wait_emulator(emulator_id, on_status=show))
+    return wait_with_progress(f"building {emulator_id}",
+                              lambda show: dict(client.wait_emulator(emulator_id, on_status=show)))
 
 
 @app.command("request")

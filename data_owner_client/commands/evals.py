@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from data_owner_client.commands.common import (
@@ -17,9 +16,9 @@ from data_owner_client.commands.common import (
     UrlOpt,
     connect,
     emit,
-    err,
     fail,
     out,
+    wait_with_progress,
 )
 
 app = typer.Typer(help="Evaluate an uploaded adapter (the Offsite-Tuning matrix).", no_args_is_help=True)
@@ -57,15 +56,8 @@ def _show(evaluation: dict[str, Any]) -> None:
 
 
 def _wait(client: Any, evaluation_id: str) -> dict[str, Any]:
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  console=err) as progress:
-        task = progress.add_task(f"evaluating {evaluation_id}", total=1.0)
-
-        def show(e: dict[str, Any]) -> None:
-            progress.update(task, completed=e["status"]["progress"],
-                            description=f"{e['status']['state']}: {e['status'].get('message') or ''}")
-
-        return dict(client.wait_evaluation(evaluation_id, on_status=show))
+    return wait_with_progress(f"evaluating {evaluation_id}",
+                              lambda show: dict(client.wait_evaluation(evaluation_id, on_status=show)))
 
 
 @app.command("run")

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 
+from shared.atomic import atomic_directory
 from shared.cache import cache_dir
 from shared.harmonizer import HarmonizerConfig
 
@@ -111,16 +109,9 @@ def profile_dir(pid: str) -> Path:
 def save_profile(profile: ImportanceProfile, directory: Path | None = None) -> Path:
     """Write atomically: a crash mid-write never leaves a half profile behind."""
     target = directory or profile_dir(profile.meta.profile_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         save_file({k: v.contiguous() for k, v in profile.harmonizers.items()}, tmp / HARMONIZERS_FILE)
         (tmp / PROFILE_JSON).write_text(profile.meta.model_dump_json(indent=2))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
