@@ -110,4 +110,6 @@ def generate(
     """Generate text with the full model plugged with your adapter (on the owner's server)."""
     with connect(url, api_key, profile) as client:
         result = client.generate(adapter_id, prompt, max_new_tokens, temperature, chat)
-    emit(as_json, result, lambda: out.print(result["prompt"] + result["completion"]))
+    # a chat reply is a separate turn; a plain completion continues the prompt
+    shown = result["completion"] if chat else result["prompt"] + result["completion"]
+    emit(as_json, result, lambda: out.print(shown))
