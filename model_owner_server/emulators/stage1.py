@@ -253,7 +253,7 @@ def run_stage1(
     finally:
         net.restore()
 
-    hcfg = config.harmonizer_config(activation_name(base.model.config))
+    hcfg = harmonizers[middle[0]].config  # the config new_harmonizers built them with
     meta = ProfileMeta(
         profile_id=pid,
         base_model=base.name,
