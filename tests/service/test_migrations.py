@@ -3,6 +3,7 @@ revisions match the SQLModel tables exactly, and downgrade/upgrade round-trips."
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -12,17 +13,20 @@ from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 import model_owner_server.db.models  # noqa: F401
-from model_owner_server.db.engine import make_engine
+from model_owner_server.db.engine import is_sqlite, make_engine
 from model_owner_server.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from tests.service.conftest import make_settings
 
 
 def test_fresh_database_is_migrated_and_matches_the_models(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    url = make_settings(tmp_path).db_url  # Postgres when the test run has one (.ci/run), else SQLite
+    engine = make_engine(url)
     assert current_revision(engine) is None
     assert upgrade(engine) == head_revision() == "0001"
     assert upgrade(engine) == "0001"  # idempotent: a second process finds it done
     with engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        if is_sqlite(url):
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert diff == [], f"models and migrations differ; add a revision: {diff}"
     with engine.begin() as connection:
@@ -31,3 +35,16 @@ def test_fresh_database_is_migrated_and_matches_the_models(tmp_path: Path) -> No
     assert upgrade(engine) == "0001"
     assert {"owner", "api_key", "job", "emulator", "emulator_grant", "adapter", "evaluation"} <= set(
         inspect(engine).get_table_names())
+
+
+def test_processes_starting_at_once_upgrade_a_fresh_database_once(tmp_path: Path) -> None:
+    """API replicas and workers all run `upgrade` at start-up; the lock makes one do it, the rest find it done."""
+    url = make_settings(tmp_path).db_url
+    engines = [make_engine(url) for _ in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        revisions = list(pool.map(upgrade, engines))
+    assert revisions == ["0001"] * 6
+    with engines[0].connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+    for engine in engines:
+        engine.dispose()

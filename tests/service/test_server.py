@@ -23,7 +23,7 @@ import pytest
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
 from shared.data_formats import TrainExample
-from tests.service.conftest import ADMIN_KEY, UNIFORM, auth, download, upload
+from tests.service.conftest import ADMIN_KEY, UNIFORM, auth, download, fresh_postgres_database, upload
 
 CLI = [sys.executable, "-c", "from model_owner_server.cli import app; app()"]
 SLOW = {"base_model": "tiny-llama", "method": "scaleot", "alpha": 0.5, "adapter_bottom": 1, "adapter_top": 1}
@@ -91,6 +91,9 @@ def server_env(tmp_path: Path) -> dict[str, str]:
                SCALEOT_MODELS='["tiny-gpt2", "tiny-llama"]', SCALEOT_LEASE_S="2", SCALEOT_HEARTBEAT_S="0.3",
                SCALEOT_WORKER_POLL_S="0.2", SCALEOT_STAGE1_STEPS="150", SCALEOT_STAGE1_BATCH_SIZE="2",
                SCALEOT_STAGE1_SEQ_LEN="32", SCALEOT_STAGE1_HARMONIZER_RANK="8", OMP_NUM_THREADS="1")
+    database = fresh_postgres_database()  # the Postgres pass of .ci/run: restart survival on a real server
+    if database:
+        env["SCALEOT_DATABASE_URL"] = database
     return env
 
 

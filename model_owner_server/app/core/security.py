@@ -27,7 +27,7 @@ def hash_key(key: str) -> str:
 
 def key_id_of(key: str) -> str | None:
     parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[1]:
+    if len(parts) != 3 or parts[0] != PREFIX or not parts[1].isalnum() or len(parts[1]) > 40:
         return None
     return parts[1]
 

@@ -3,15 +3,33 @@ Anything else is reported as 404 (not 403), so ids of other owners' objects are 
 
 from __future__ import annotations
 
+import re
+from typing import TypeVar
+
 from fastapi import HTTPException, status
 from sqlmodel import Session
 
 from model_owner_server.app.api.deps import Principal
 from model_owner_server.db.models import Adapter, Emulator, EmulatorGrant, Evaluation
 
+T = TypeVar("T", Emulator, Adapter, Evaluation)
+
+
+# the shape of every id the service hands out (`emu-<hex>`, `ada-<hex>`, ...); anything else cannot exist,
+# and is answered without a query (Postgres rejects NUL bytes in text: that would be a 500)
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+
 
 def not_found(kind: str, object_id: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{kind} {object_id} not found")
+    shown = object_id if _ID.fullmatch(object_id) else repr(object_id[:60])
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{kind} {shown} not found")
+
+
+def _lookup(session: Session, model: type[T], kind: str, object_id: str) -> T:
+    row = session.get(model, object_id) if _ID.fullmatch(object_id) else None
+    if row is None:
+        raise not_found(kind, object_id)
+    return row
 
 
 def can_see_emulator(session: Session, principal: Principal, emulator_id: str) -> bool:
@@ -19,21 +37,21 @@ def can_see_emulator(session: Session, principal: Principal, emulator_id: str) -
 
 
 def visible_emulator(session: Session, principal: Principal, emulator_id: str) -> Emulator:
-    row = session.get(Emulator, emulator_id)
-    if row is None or not can_see_emulator(session, principal, emulator_id):
+    row = _lookup(session, Emulator, "emulator", emulator_id)
+    if not can_see_emulator(session, principal, emulator_id):
         raise not_found("emulator", emulator_id)
     return row
 
 
 def visible_adapter(session: Session, principal: Principal, adapter_id: str) -> Adapter:
-    row = session.get(Adapter, adapter_id)
-    if row is None or not (principal.is_admin or row.owner_id == principal.owner_id):
+    row = _lookup(session, Adapter, "adapter", adapter_id)
+    if not (principal.is_admin or row.owner_id == principal.owner_id):
         raise not_found("adapter", adapter_id)
     return row
 
 
 def visible_evaluation(session: Session, principal: Principal, evaluation_id: str) -> Evaluation:
-    row = session.get(Evaluation, evaluation_id)
-    if row is None or not (principal.is_admin or row.owner_id == principal.owner_id):
+    row = _lookup(session, Evaluation, "evaluation", evaluation_id)
+    if not (principal.is_admin or row.owner_id == principal.owner_id):
         raise not_found("evaluation", evaluation_id)
     return row
