@@ -143,3 +143,37 @@ def bench_flow(
     path.write_text(json.dumps(result, indent=2))
     typer.echo(http_flow.markdown(result))
     typer.echo(f"\nwritten to {path}")
+
+
+@bench_app.command("stage1-ddp")
+def bench_stage1_ddp(
+    model: Annotated[str, typer.Option(help="base model")] = "tiny-llama",
+    nproc: Annotated[int, typer.Option(help="processes of the DDP run")] = 2,
+    steps: Annotated[int, typer.Option(help="stage-1 steps")] = 40,
+    batch_size: Annotated[int, typer.Option(help="global batch (divisible by --nproc)")] = 4,
+    seq_len: Annotated[int, typer.Option(help="tokens per sequence")] = 64,
+    harmonizer_rank: Annotated[int | None, typer.Option(help="harmonizer rank (default config otherwise)")] = None,
+    seed: Annotated[int, typer.Option(help="stage-1 seed")] = 0,
+    adapter_bottom: Annotated[int, typer.Option(help="first blocks kept as adapter")] = 2,
+    adapter_top: Annotated[int, typer.Option(help="last blocks kept as adapter")] = 2,
+    single_threads: Annotated[int | None, typer.Option(help="torch threads of the single run (default: torch's)")
+                              ] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """Stage 1 under torchrun (DDP, gloo) vs one process: importance ranking agreement and time per step."""
+    from model_owner_server.bench import stage1_ddp
+    from model_owner_server.cli import fail
+    from model_owner_server.emulators.profile import Stage1Config
+
+    values: dict[str, object] = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "seed": seed,
+                                 "adapter_bottom": adapter_bottom, "adapter_top": adapter_top}
+    if harmonizer_rank is not None:
+        values["harmonizer_rank"] = harmonizer_rank
+    config = Stage1Config.model_validate(values)
+    try:
+        result = stage1_ddp.run(model, config, nproc, out, single_threads=single_threads)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    typer.echo(stage1_ddp.markdown(result))
+    typer.echo(f"\nwritten to {out / f'stage1-ddp-{Path(model).name}'}.{{json,md}}")

@@ -12,7 +12,7 @@ from model_owner_server.db.engine import make_engine
 from model_owner_server.db.migrate import upgrade
 from model_owner_server.jobs.handlers import HANDLERS
 from model_owner_server.jobs.worker import Worker, WorkerServices
-from model_owner_server.storage.local import LocalArtifactStore
+from model_owner_server.storage.factory import make_store
 
 
 def build_worker(settings: Settings, worker_id: str | None = None) -> Worker:
@@ -21,7 +21,7 @@ def build_worker(settings: Settings, worker_id: str | None = None) -> Worker:
     services = WorkerServices(
         settings=settings,
         engine=engine,
-        store=LocalArtifactStore(settings.artifacts_dir),
+        store=make_store(settings),
         base_models=BaseModelCache(settings.base_cache_size),
     )
     return Worker(services, HANDLERS, worker_id)

@@ -18,6 +18,7 @@ from model_owner_server.app.main import create_app
 from model_owner_server.jobs.runner import build_worker
 from model_owner_server.jobs.worker import Worker
 from tests.service.adapters import make_adapter
+from tests.service.s3_server import S3Server, running_s3_server
 
 ADMIN_KEY = "admin-key-for-tests-0123456789"
 TINY = ["tiny-llama", "tiny-gpt2", "tiny-qwen2", "tiny-opt"]
@@ -60,6 +61,13 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (moto's, in a subprocess) for the whole session; see s3_server.py."""
+    with running_s3_server(tmp_path_factory.mktemp("s3-server")) as server:
+        yield server
 
 
 @pytest.fixture

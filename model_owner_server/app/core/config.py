@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     stage1_batch_size: int | None = Field(None, ge=1)
     stage1_seq_len: int | None = Field(None, ge=8)
     stage1_harmonizer_rank: int | None = Field(None, ge=1)
+    stage1_nproc: int = Field(1, ge=1, description="processes of stage 1; > 1 runs it under torchrun (DDP) as a "
+                              "subprocess of the worker; the stage-1 batch size must divide by it")
+    stage1_device: Literal["cpu", "cuda"] = Field("cpu", description="device of the stage-1 subprocess ranks "
+                                                  "(cuda: one GPU per rank, nccl); in-process stage 1 uses the CPU")
     eval_limit: int = Field(200, ge=1, description="default cap on test examples of a built-in task")
     generate_max_new_tokens: int = Field(256, ge=1, description="upper bound on max_new_tokens")
     workers_with_serve: int = Field(1, ge=0, description="worker processes `serve` starts beside the API")

@@ -11,7 +11,7 @@ from model_owner_server.app.core.config import Settings
 from model_owner_server.app.services.model_cache import BaseModelCache, LRUCache
 from model_owner_server.db.engine import make_engine
 from model_owner_server.storage.base import ArtifactStore
-from model_owner_server.storage.local import LocalArtifactStore
+from model_owner_server.storage.factory import make_store
 
 
 @dataclass
@@ -28,7 +28,7 @@ class AppState:
         return cls(
             settings=settings,
             engine=make_engine(settings.db_url),
-            store=LocalArtifactStore(settings.artifacts_dir),
+            store=make_store(settings),
             base_models=BaseModelCache(settings.base_cache_size),
             plugged=LRUCache(settings.plugged_cache_size),
         )
