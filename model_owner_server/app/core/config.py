@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     generate_max_new_tokens: int = Field(256, ge=1, description="upper bound on max_new_tokens")
     workers_with_serve: int = Field(1, ge=0, description="worker processes `serve` starts beside the API")
     api_processes: int = Field(1, ge=1, description="uvicorn processes of the API (each holds its own model caches)")
+    storage: Literal["local", "s3"] = Field(
+        "local", description="where artifacts live: local (<data_dir>/artifacts) or s3 (an S3-compatible bucket)"
+    )
+    s3_bucket: str | None = Field(None, description="bucket for storage=s3 (must exist); credentials come from the "
+                                  "standard AWS chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a role")
+    s3_prefix: str = Field("", description="key prefix inside the bucket (several deployments can share one bucket)")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph RGW...); unset: AWS")
+    s3_region: str | None = Field(None, description="bucket region; unset: AWS_REGION/AWS_DEFAULT_REGION or us-east-1")
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:
@@ -60,6 +68,13 @@ class Settings(BaseSettings):
         if self.heartbeat_s >= self.lease_s:
             raise ValueError(f"SCALEOT_HEARTBEAT_S ({self.heartbeat_s}) must be shorter than SCALEOT_LEASE_S "
                              f"({self.lease_s}), or running jobs are taken for orphans")
+        return self
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("SCALEOT_STORAGE=s3 needs SCALEOT_S3_BUCKET (an existing bucket; credentials from "
+                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS credential chain)")
         return self
 
     @property
