@@ -26,7 +26,7 @@ META_FILE = "state.json"
 def _flatten_optimizer(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
     state = optimizer.state_dict()
     tensors = {
-        f"{prefix}.{index}.{name}": value.detach().clone().reshape(value.shape)
+        f"{prefix}.{index}.{name}": value.detach().to("cpu", copy=True).reshape(value.shape)
         for index, entries in state["state"].items()
         for name, value in entries.items()
     }
@@ -58,7 +58,11 @@ class Stage1Checkpoint:
         generator: torch.Generator,
         curve: list[CurvePoint],
     ) -> None:
-        tensors = {f"h.{i}.{k}": v.detach().clone() for i, h in harmonizers.items() for k, v in h.state_dict().items()}
+        tensors = {  # CPU copies: a rank on a GPU checkpoints the same way
+            f"h.{i}.{k}": v.detach().to("cpu", copy=True)
+            for i, h in harmonizers.items()
+            for k, v in h.state_dict().items()
+        }
         tensors["scores"] = scores.detach().clone()
         tensors["generator"] = generator.get_state().clone()
         h_tensors, h_groups = _flatten_optimizer("hopt", h_opt)

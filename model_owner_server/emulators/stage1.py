@@ -7,6 +7,8 @@ block or its harmonizer. Training alternates:
   RL step: on held-out batches sample C masks, reward -loss, REINFORCE on the importance logits.
 The policy replaces, in each group of g consecutive middle blocks, ceil(|group|/2) blocks sampled
 without replacement with probabilities softmax(-s) (less important -> more likely replaced).
+Under torchrun the same loop runs on every rank with a `ProcessGroupCollective` (distributed.py);
+in one process its `Collective` is the identity.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from model_owner_server.base_models import BaseModel
 from model_owner_server.emulators.checkpoint import Stage1Checkpoint
+from model_owner_server.emulators.distributed import Collective
 from model_owner_server.emulators.profile import (
     CurvePoint,
     ImportanceProfile,
@@ -84,9 +87,11 @@ class SwitchBlock(nn.Module):
 class MixedNetwork:
     """The base model with switchable middle blocks, plus the two losses of stage 1."""
 
-    def __init__(self, base: BaseModel, config: Stage1Config, harmonizers: dict[int, Harmonizer]) -> None:
+    def __init__(self, base: BaseModel, config: Stage1Config, harmonizers: dict[int, Harmonizer],
+                 comm: Collective | None = None) -> None:
         self.model = base.model
         self.config = config
+        self.comm = comm or Collective()
         stack = find_block_stack(self.model)
         self.stack_path = stack.path
         self.original_blocks = stack.blocks
@@ -96,6 +101,7 @@ class MixedNetwork:
         set_block_stack(self.model, stack.path, mixed)
         self.tap = self.switches[self.middle[-1]]
         self.tap.capture = True
+        self.train_model = self.comm.wrap(self.model)  # DDP under torchrun: the DL step runs through it
 
     def restore(self) -> None:
         set_block_stack(self.model, self.stack_path, self.original_blocks)
@@ -119,10 +125,14 @@ class MixedNetwork:
 
     def loss(self, batch: torch.Tensor, replaced: set[int], target_hidden: torch.Tensor) -> dict[str, torch.Tensor]:
         self._set_mask(replaced)
-        out = self.model(input_ids=batch, labels=batch, use_cache=False)
+        model = self.train_model if torch.is_grad_enabled() else self.model
+        out = model(input_ids=batch, labels=batch, use_cache=False)
         mixed = self.tap.captured
         assert mixed is not None
-        nmse = (mixed - target_hidden).pow(2).mean() / target_hidden.pow(2).mean().clamp_min(1e-8)
+        # normalised by the mean of target^2 over the global batch (all ranks), so the mean over ranks of
+        # the per-rank nMSE is the nMSE of the global batch
+        scale = self.comm.mean(target_hidden.pow(2).mean())
+        nmse = (mixed - target_hidden).pow(2).mean() / scale.clamp_min(1e-8)
         return {"loss": out.loss + self.config.kd_weight * nmse, "ce": out.loss, "nmse": nmse}
 
 
@@ -180,9 +190,15 @@ def run_stage1(
     texts: list[str] | None = None,
     on_progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    comm: Collective | None = None,
 ) -> ImportanceProfile:
-    """Train importance logits and harmonizers; resumes from the last checkpoint of the same config."""
+    """Train importance logits and harmonizers; resumes from the last checkpoint of the same config.
+
+    With a `ProcessGroupCollective` (torchrun), every rank runs this with the same arguments; only rank
+    0 writes checkpoints and the profile, and only rank 0's `should_stop` and `on_progress` are used."""
     started = time.perf_counter()
+    comm = comm or Collective()
+    comm.check(config)
     num_layers = base.num_layers
     middle = middle_indices(num_layers, config.adapter_bottom, config.adapter_top)
     if not middle:
@@ -195,7 +211,7 @@ def run_stage1(
 
     for p in base.model.parameters():
         p.requires_grad_(False)
-    harmonizers = new_harmonizers(base, config, middle)
+    harmonizers = {i: h.to(comm.device) for i, h in new_harmonizers(base, config, middle).items()}
     scores = torch.zeros(len(middle), requires_grad=True)
     h_params = [p for i in middle for p in harmonizers[i].parameters()]
     h_opt = torch.optim.AdamW(h_params, lr=config.lr, weight_decay=config.weight_decay)
@@ -207,15 +223,17 @@ def run_stage1(
     ckpt = Stage1Checkpoint(profile_dir(pid).with_name(f".{pid}.partial"))
     start_step = ckpt.restore(harmonizers, scores, h_opt, s_opt, generator, curve)
 
-    net = MixedNetwork(base, config, harmonizers)
+    net = MixedNetwork(base, config, harmonizers, comm)
     base.model.eval()
     try:
         for step in range(start_step, config.steps):
-            if should_stop is not None and should_stop():
-                ckpt.save(step, harmonizers, scores, h_opt, s_opt, generator, curve)
+            if comm.agree(should_stop is not None and should_stop()):
+                if comm.is_main:
+                    ckpt.save(step, harmonizers, scores, h_opt, s_opt, generator, curve)
+                comm.barrier()
                 raise Stage1Cancelled(f"stage 1 stopped at step {step}; it resumes from there")
             # DL step: harmonizers learn under one sampled mask.
-            batch = _batch(dl_stream, config, generator)
+            batch = comm.shard(_batch(dl_stream, config, generator))
             positions, _ = sample_mask(scores, groups, generator)
             target = net.original_middle_output(batch)
             losses = net.loss(batch, {middle[p] for p in positions}, target)
@@ -224,7 +242,7 @@ def run_stage1(
             torch.nn.utils.clip_grad_norm_(h_params, 1.0)
             h_opt.step()
             # RL step: REINFORCE on the importance logits with C masks on a held-out batch.
-            rl_batch = _batch(rl_stream, config, generator)
+            rl_batch = comm.shard(_batch(rl_stream, config, generator))
             rl_target = net.original_middle_output(rl_batch)
             rewards, log_probs = [], []
             for _ in range(config.rl_samples):
@@ -232,23 +250,18 @@ def run_stage1(
                 with torch.no_grad():
                     rewards.append(-net.loss(rl_batch, {middle[p] for p in positions}, rl_target)["loss"].item())
                 log_probs.append(log_prob)
-            reward = torch.tensor(rewards)
+            reward = comm.mean(torch.tensor(rewards))  # every rank: the same rewards, the same update
             advantage = reward - reward.mean()
             s_opt.zero_grad(set_to_none=True)
             (-(advantage * torch.stack(log_probs)).sum()).backward()
             s_opt.step()
 
-            point = CurvePoint(
-                step=step + 1,
-                loss=losses["loss"].item(),
-                ce=losses["ce"].item(),
-                nmse=losses["nmse"].item(),
-                reward=float(reward.mean()),
-            )
+            loss, ce, nmse = comm.mean(torch.stack([losses["loss"], losses["ce"], losses["nmse"]]).detach()).tolist()
+            point = CurvePoint(step=step + 1, loss=loss, ce=ce, nmse=nmse, reward=float(reward.mean()))
             curve.append(point)
-            if on_progress is not None:
+            if on_progress is not None and comm.is_main:
                 on_progress(Stage1Progress(step + 1, config.steps, point.loss, point.reward))
-            if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps and comm.is_main:
                 ckpt.save(step + 1, harmonizers, scores, h_opt, s_opt, generator, curve)
     finally:
         net.restore()
@@ -267,10 +280,14 @@ def run_stage1(
         wall_seconds=time.perf_counter() - started,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
-    tensors = {f"{i}.{k}": v.detach().clone() for i in middle for k, v in harmonizers[i].state_dict().items()}
+    tensors = {
+        f"{i}.{k}": v.detach().to("cpu", copy=True) for i in middle for k, v in harmonizers[i].state_dict().items()
+    }
     profile = ImportanceProfile(meta, tensors)
-    save_profile(profile)
-    ckpt.clear()
+    if comm.is_main:
+        save_profile(profile)
+        ckpt.clear()
+    comm.barrier()  # the other ranks return once the profile is in the cache
     return profile
 
 

@@ -9,10 +9,17 @@ from pathlib import Path
 
 from sqlmodel import Session
 
+from model_owner_server.app.core.config import Settings
 from model_owner_server.base_models import BaseModel
 from model_owner_server.db.models import Emulator
 from model_owner_server.emulators.build import build_emulator
-from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config, profile_dir, profile_id
+from model_owner_server.emulators.profile import (
+    ImportanceProfile,
+    Stage1Config,
+    find_profile,
+    profile_dir,
+    profile_id,
+)
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.stage1 import ProgressFn, Stage1Cancelled, Stage1Progress, ensure_profile
 from model_owner_server.jobs.worker import JobContext, WorkerServices
@@ -40,6 +47,35 @@ def profile_resuming(base: BaseModel, config: Stage1Config, on_step: ProgressFn,
         return ensure_profile(base, config, on_progress=on_step, should_stop=ctx.should_stop)
 
 
+def profile_multiprocess(base: BaseModel, config: Stage1Config, on_step: ProgressFn, ctx: JobContext,
+                         settings: Settings) -> ImportanceProfile:
+    """Stage 1 on `stage1_nproc` processes (torchrun subprocess, DDP): progress from its progress file, a
+    cancellation or shutdown stops it gracefully (rank 0 checkpoints; the next attempt resumes)."""
+    from model_owner_server.emulators.stage1_launch import Stage1ProcessError, run_stage1_processes
+
+    pid = profile_id(base.weights_sha256, config)
+    cached = find_profile(pid)
+    if cached is not None:
+        return cached
+    workdir = settings.data_dir / "tmp" / f"stage1-{ctx.job.id}"
+    ctx.progress(0.01, f"stage 1 on {settings.stage1_nproc} processes ({settings.stage1_device}): starting",
+                 force=True)
+    keep_output = False
+    try:
+        run_stage1_processes(base.name, config, settings.stage1_nproc, workdir, device=settings.stage1_device,
+                             on_progress=on_step, should_stop=ctx.should_stop)
+    except Stage1ProcessError as exc:
+        keep_output = True
+        raise Stage1ProcessError(f"{exc} (full output: {workdir / 'output.log'})") from None
+    finally:
+        if not keep_output:
+            shutil.rmtree(workdir, ignore_errors=True)
+    profile = find_profile(pid)
+    if profile is None:
+        raise RuntimeError(f"stage 1 finished but profile {pid} is not in the cache")
+    return profile
+
+
 def emulator_prefix(emulator_id: str) -> str:
     return f"emulators/{emulator_id}"
 
@@ -61,7 +97,11 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
             ctx.progress(STAGE1_SHARE * p.step / p.total,
                          f"stage 1 step {p.step}/{p.total}: loss {p.loss:.3f}, reward {p.reward:.3f}")
 
-        profile = profile_resuming(base, stage1, on_step, ctx)
+        settings = services.settings
+        if settings.stage1_nproc > 1 or settings.stage1_device != "cpu":
+            profile = profile_multiprocess(base, stage1, on_step, ctx, settings)
+        else:
+            profile = profile_resuming(base, stage1, on_step, ctx)
     ctx.progress(STAGE1_SHARE if stage1 else 0.1, "stage 2: generating the emulator", force=True)
     tmp_root = services.settings.data_dir / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
