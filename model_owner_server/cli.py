@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -102,6 +103,17 @@ def data_fetch(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
             typer.echo(f"{requirement}: {path}")
 
 
+def _stage1_columns() -> tuple[ProgressColumn, ...]:
+    return (
+        TextColumn("stage 1 (Dynamic LayerReplace)"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f} reward {task.fields[reward]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+
+
 def stage1_with_progress(base: base_models.BaseModel, config: Stage1Config) -> ImportanceProfile:
     from model_owner_server.emulators.profile import find_profile, profile_id
     from model_owner_server.emulators.stage1 import ensure_profile
@@ -110,15 +122,7 @@ def stage1_with_progress(base: base_models.BaseModel, config: Stage1Config) -> I
     if cached is not None:
         err.print(f"using cached stage-1 profile {cached.meta.profile_id}")
         return cached
-    columns = (
-        TextColumn("stage 1 (Dynamic LayerReplace)"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f} reward {task.fields[reward]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as progress:
+    with Progress(*_stage1_columns(), console=err, transient=False) as progress:
         task = progress.add_task("stage1", total=config.steps, loss=float("nan"), reward=float("nan"))
 
         def report(p: Stage1Progress) -> None:
@@ -181,6 +185,67 @@ def emulators_build(
     size = sum(f.size for f in manifest.files.values())
     summary = ", ".join(f"{n} {k}" for k, n in kinds.items())
     typer.echo(f"{manifest.emulator_id} written to {out}: {summary}; {size / 1e6:.1f} MB")
+
+
+@emulators_app.command("stage1")
+def emulators_stage1(
+    model: Annotated[str, typer.Option(help="base model name or local HF directory")],
+    nproc: Annotated[int, typer.Option(min=1, help="processes; > 1 runs torchrun with DDP (batch size must divide)")
+                     ] = 1,
+    device: Annotated[str, typer.Option(help="cpu, or cuda (runs under torchrun, one GPU per process, nccl)")] = "cpu",
+    steps: Annotated[int | None, typer.Option(help="override stage-1 steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="override the global batch size")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="override tokens per sequence")] = None,
+    harmonizer_rank: Annotated[int | None, typer.Option(help="override the harmonizer rank")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the seed")] = None,
+    adapter_bottom: Annotated[int, typer.Option(help="first blocks kept as adapter")] = 2,
+    adapter_top: Annotated[int, typer.Option(help="last blocks kept as adapter")] = 2,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run stage 1 into the profile cache (same profile for any --nproc); `emulators build` reuses it."""
+    import tempfile
+
+    from model_owner_server.emulators.profile import find_profile
+    from model_owner_server.emulators.stage1_launch import Stage1ProcessError, run_stage1_processes
+
+    if device not in ("cpu", "cuda"):
+        fail(f"--device must be cpu or cuda, not {device!r}")
+    overrides = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "harmonizer_rank": harmonizer_rank,
+                 "seed": seed}
+    try:
+        config = Stage1Config.model_validate({"adapter_bottom": adapter_bottom, "adapter_top": adapter_top,
+                                              **{k: v for k, v in overrides.items() if v is not None}})
+        if nproc == 1 and device == "cpu":
+            with err.status(f"loading {model}"):
+                base = base_models.load_base_model(model)
+            profile = stage1_with_progress(base, config)
+        else:
+            with Progress(*_stage1_columns(), console=err) as progress:
+                task = progress.add_task("stage1", total=config.steps, loss=float("nan"), reward=float("nan"))
+
+                def report(p: Stage1Progress) -> None:
+                    progress.update(task, completed=p.step, loss=p.loss, reward=p.reward)
+
+                with tempfile.TemporaryDirectory(prefix="scaleot-stage1-") as work:
+                    pid = run_stage1_processes(model, config, nproc, Path(work), device=device, on_progress=report)
+            found = find_profile(pid)
+            if found is None:
+                fail(f"stage 1 finished but profile {pid} is not in the cache", 1)
+                return
+            profile = found
+    except Stage1ProcessError as exc:
+        fail(str(exc), 1)
+        return
+    except USER_ERRORS as exc:
+        fail(one_line(exc))
+        return
+    meta = profile.meta
+    if as_json:
+        typer.echo(meta.model_dump_json(indent=2, exclude={"curve"}))
+        return
+    order = sorted(meta.middle, key=lambda i: profile.importance_of()[i])
+    typer.echo(f"{meta.profile_id}: {len(meta.curve)} steps, final DL loss {meta.curve[-1].loss:.4f}; "
+               f"middle blocks, least important first: {' '.join(map(str, order))}")
 
 
 def main() -> None:

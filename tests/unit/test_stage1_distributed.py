@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from model_owner_server.base_models import load_base_model
 from model_owner_server.bench.stage1_ddp import compare, spearman
+from model_owner_server.cli import app
 from model_owner_server.emulators.distributed import Collective, check_world
 from model_owner_server.emulators.profile import corpus_tag, find_profile, profile_dir, profile_id
 from model_owner_server.emulators.stage1 import Stage1Cancelled, Stage1Progress, run_stage1
@@ -75,6 +77,18 @@ def test_batch_size_must_divide_by_the_number_of_processes(tmp_path: Path) -> No
 def test_failing_processes_report_the_error(tmp_path: Path) -> None:
     with pytest.raises(Stage1ProcessError, match=r"rank \d: BaseModelError: unknown base model 'no-such-model'"):
         run_stage1_processes("no-such-model", CONFIG, 2, tmp_path / "run")
+    assert (tmp_path / "run" / "output.log").is_file()
+
+
+def test_cli_stage1(tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = ["emulators", "stage1", "--model", "tiny-llama", "--adapter-bottom", "1", "--adapter-top", "1",
+              "--steps", "2", "--seq-len", "32", "--harmonizer-rank", "8"]
+    bad = runner.invoke(app, [*common, "--nproc", "2", "--batch-size", "3"])
+    assert bad.exit_code == 2 and "batch_size 3 is not divisible by 2 processes" in bad.output
+    ok = runner.invoke(app, [*common, "--batch-size", "2"])
+    assert ok.exit_code == 0, ok.output
+    assert "2 steps" in ok.stdout and "least important first" in ok.stdout
 
 
 def test_single_process_collective_is_the_identity() -> None:
