@@ -177,3 +177,24 @@ def bench_stage1_ddp(
         return
     typer.echo(stage1_ddp.markdown(result))
     typer.echo(f"\nwritten to {out / f'stage1-ddp-{Path(model).name}'}.{{json,md}}")
+
+
+@bench_app.command("stage1-cost")
+def bench_stage1_cost(
+    shapes: Annotated[str, typer.Option(help="larger random-weight shapes after the real SmolLM2-135M "
+                                             "(comma-separated; '' for none)")] = "smollm2-360m-shape",
+    timed_steps: Annotated[int, typer.Option(min=1, help="timed stage-1 steps per model (after one warm-up)")] = 3,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """Stage-1 step time, memory and emulator size per model size (the numbers of deploy/README.md)."""
+    from model_owner_server.bench import stage1_cost
+    from model_owner_server.cli import fail
+
+    names = [s.strip() for s in shapes.split(",") if s.strip()]
+    unknown = [s for s in names if s not in stage1_cost.SHAPES]
+    if unknown:
+        fail(f"unknown shape(s) {', '.join(unknown)}; choose from {', '.join(stage1_cost.SHAPES)}")
+    result = stage1_cost.run(out, names, timed_steps, threads)
+    typer.echo(stage1_cost.markdown(result))
+    typer.echo(f"written to {out / 'stage1-cost'}.{{json,md}}")
