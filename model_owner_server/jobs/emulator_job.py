@@ -20,6 +20,7 @@ from model_owner_server.emulators.profile import (
     profile_dir,
     profile_id,
 )
+from model_owner_server.emulators.profile_lock import profile_lock
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.stage1 import ProgressFn, Stage1Cancelled, Stage1Progress, ensure_profile
 from model_owner_server.jobs.worker import JobContext, WorkerServices
@@ -97,11 +98,16 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
             ctx.progress(STAGE1_SHARE * p.step / p.total,
                          f"stage 1 step {p.step}/{p.total}: loss {p.loss:.3f}, reward {p.reward:.3f}")
 
+        def waiting() -> None:
+            ctx.progress(0.01, "stage 1: another worker is training this importance profile; waiting for it",
+                         force=True)
+
         settings = services.settings
-        if settings.stage1_nproc > 1 or settings.stage1_device != "cpu":
-            profile = profile_multiprocess(base, stage1, on_step, ctx, settings)
-        else:
-            profile = profile_resuming(base, stage1, on_step, ctx)
+        with profile_lock(profile_id(base.weights_sha256, stage1), ctx.should_stop, waiting):
+            if settings.stage1_nproc > 1 or settings.stage1_device != "cpu":
+                profile = profile_multiprocess(base, stage1, on_step, ctx, settings)
+            else:
+                profile = profile_resuming(base, stage1, on_step, ctx)
     ctx.progress(STAGE1_SHARE if stage1 else 0.1, "stage 2: generating the emulator", force=True)
     tmp_root = services.settings.data_dir / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)

@@ -91,3 +91,32 @@ def test_cancel_running_job_and_release_on_shutdown(tmp_path: Path) -> None:
         cancelled = status(client, alice, emulator_id)
         assert cancelled["state"] == "cancelled" and cancelled["finished_at"] is not None
         assert client.post(f"/v1/emulators/{emulator_id}/cancel", headers=alice).status_code == 202  # idempotent
+
+
+def test_two_workers_train_a_shared_profile_once(tmp_path: Path, monkeypatch: Any) -> None:
+    """Two emulators of one base model need the same stage-1 profile: one worker trains it, the other
+    waits for it (profile lock) instead of training it again over the first one's checkpoint."""
+    from model_owner_server.emulators import stage1
+
+    runs: list[str] = []
+    real_run = stage1.run_stage1
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        runs.append(threading.current_thread().name)
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(stage1, "run_stage1", counted)
+    settings = make_settings(tmp_path / "data", stage1_steps=150)
+    with TestClient(create_app(settings)) as client:
+        alice = new_owner(client, "alice")
+        ids = [client.post("/v1/emulators", json={**LONG_STAGE1, "alpha": alpha}, headers=alice).json()["id"]
+               for alpha in (0.5, 0.25)]
+        first = run_in_thread(build_worker(settings, "w1"))
+        wait_for(lambda: "stage 1 step" in status(client, alice, ids[0])["message"])
+        second = run_in_thread(build_worker(settings, "w2"))
+        wait_for(lambda: "waiting for it" in status(client, alice, ids[1])["message"]
+                 or status(client, alice, ids[1])["state"] == "succeeded")
+        first.join(60)
+        second.join(60)
+        assert [status(client, alice, i)["state"] for i in ids] == ["succeeded", "succeeded"]
+    assert len(runs) == 1, runs
