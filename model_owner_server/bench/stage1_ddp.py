@@ -4,6 +4,8 @@ Both runs start from scratch in separate fresh profile caches (they have the sam
 single process in this process, the DDP run as a `torch.distributed.run` subprocess. Reported: the
 importance ranking of each, their agreement (argsort equality, Spearman rank correlation, largest
 score difference), the largest harmonizer weight and DL-loss differences, and time per step.
+For scale, the same agreement is measured between two single-process runs that differ only in the
+number of torch threads (float32 summation order, nothing else): the numerical noise floor of stage 1.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def run(model: str, config: Stage1Config, nproc: int, out_dir: Path, texts: list
     if single_threads:
         torch.set_num_threads(single_threads)
     single_threads = torch.get_num_threads()
+    load_before = os.getloadavg()[0]
     rank_threads = int(os.environ.get("OMP_NUM_THREADS", "1"))  # torchrun's default when unset: 1
     with fresh_cache():
         times: list[float] = []
@@ -117,6 +120,13 @@ def run(model: str, config: Stage1Config, nproc: int, out_dir: Path, texts: list
             times.append(time.perf_counter())
 
         single = run_stage1(load_base_model(model), config, texts=texts, on_progress=tick)
+    other_threads = 1 if single_threads > 1 else 2
+    torch.set_num_threads(other_threads)
+    try:
+        with fresh_cache():
+            single_other = run_stage1(load_base_model(model), config, texts=texts)
+    finally:
+        torch.set_num_threads(single_threads)
     with fresh_cache(), tempfile.TemporaryDirectory(prefix="scaleot-stage1-ddp-") as work:
         stamps: list[float] = []
         pid = run_stage1_processes(model, config, nproc, Path(work), texts=texts, threads=rank_threads,
@@ -129,10 +139,12 @@ def run(model: str, config: Stage1Config, nproc: int, out_dir: Path, texts: list
         "corpus": "calibration" if texts is None else "custom",
         "nproc": nproc,
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                 "single_threads": single_threads, "threads_per_rank": rank_threads},
+                 "single_threads": single_threads, "threads_per_rank": rank_threads,
+                 "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}},
         "single": _summary(single, times),
         "ddp": _summary(multi, stamps),
         "comparison": compare(single, multi),
+        "noise_floor": {"threads": [single_threads, other_threads], "comparison": compare(single, single_other)},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"stage1-ddp-{Path(model).name}"
@@ -143,12 +155,16 @@ def run(model: str, config: Stage1Config, nproc: int, out_dir: Path, texts: list
 
 def markdown(result: dict[str, Any]) -> str:
     cfg, host, cmp = result["config"], result["host"], result["comparison"]
+    floor = result["noise_floor"]["comparison"]
+    t1, t2 = result["noise_floor"]["threads"]
     lines = [
         f"# Stage 1: {result['nproc']} processes (DDP, gloo) vs one process: {result['model']}",
         "",
         f"{cfg['steps']} steps, global batch {cfg['batch_size']} x {cfg['seq_len']} tokens, harmonizer rank "
         f"{cfg['harmonizer_rank']}, adapter {cfg['adapter_bottom']}+{cfg['adapter_top']}, seed {cfg['seed']}, "
-        f"{result['corpus']} corpus; {host['cpus']} CPUs, torch {host['torch']}.",
+        f"{result['corpus']} corpus; {host['cpus']} CPUs, torch {host['torch']}, 1-min load average "
+        f"{host['load_average_1min']['before']:.1f} before / {host['load_average_1min']['after']:.1f} after "
+        "(other work on a shared machine slows a multi-threaded process most).",
         "",
         "| run | processes x threads | s/step | wall s | final DL loss | blocks, least important first |",
         "|---|---|---|---|---|---|",
@@ -158,16 +174,19 @@ def markdown(result: dict[str, Any]) -> str:
         run = result["single" if name == "single process" else "ddp"]
         lines.append(f"| {name} | {procs} x {threads} | {run['seconds_per_step']:.3f} | {run['wall_seconds']:.1f} | "
                      f"{run['final_dl_loss']:.4f} | {' '.join(map(str, run['least_important_first']))} |")
+    rows = [
+        ("same profile id", "same_profile_id", "{}"),
+        ("importance argsort equal", "argsort_equal", "{}"),
+        ("Spearman rank correlation", "spearman", "{:.4f}"),
+        ("max abs importance-score difference", "max_abs_score_diff", "{:.2e}"),
+        ("max abs harmonizer weight difference", "max_abs_harmonizer_diff", "{:.2e}"),
+        ("max abs DL-loss difference (any step)", "max_abs_dl_loss_diff", "{:.2e}"),
+        ("max abs mean-reward difference (any step)", "max_abs_reward_diff", "{:.2e}"),
+    ]
     lines += [
         "",
-        "| agreement | value |",
-        "|---|---|",
-        f"| same profile id | {cmp['same_profile_id']} |",
-        f"| importance argsort equal | {cmp['argsort_equal']} |",
-        f"| Spearman rank correlation | {cmp['spearman']:.4f} |",
-        f"| max abs importance-score difference | {cmp['max_abs_score_diff']:.2e} |",
-        f"| max abs harmonizer weight difference | {cmp['max_abs_harmonizer_diff']:.2e} |",
-        f"| max abs DL-loss difference (any step) | {cmp['max_abs_dl_loss_diff']:.2e} |",
-        f"| max abs mean-reward difference (any step) | {cmp['max_abs_reward_diff']:.2e} |",
+        f"| agreement | DDP vs single process | noise floor: single, {t1} vs {t2} threads |",
+        "|---|---|---|",
+        *(f"| {label} | {fmt.format(cmp[key])} | {fmt.format(floor[key])} |" for label, key, fmt in rows),
     ]
     return "\n".join(lines)
