@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from accelerate import init_empty_weights
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
@@ -19,6 +18,7 @@ from shared.blocks import attention_module, find_block_stack, text_config
 from shared.harmonizer import Harmonizer, HarmonizerConfig
 from shared.low_rank import LowRankLinear, is_projection, linear_weight
 from shared.manifest import LayerEntry, LayerKind
+from shared.meta_init import empty_parameters
 
 
 def emulator_config(base: PretrainedConfig, full_indices: list[int]) -> PretrainedConfig:
@@ -67,7 +67,7 @@ def build_skeleton(
     ):
         raise ValueError("layer map does not match the emulator config's block count")
     # Parameters on meta (no 100M-parameter random init), buffers such as rotary tables real.
-    with init_empty_weights(include_buffers=False):
+    with empty_parameters():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     stack = find_block_stack(model)
     hidden = text_config(config).hidden_size
@@ -76,7 +76,7 @@ def build_skeleton(
         if entry.kind == LayerKind.harmonizer:
             if harmonizer is None:
                 raise ValueError("layer map has harmonizers but no harmonizer config")
-            with init_empty_weights(include_buffers=False):
+            with empty_parameters():
                 stack.blocks[entry.emulator_index] = Harmonizer.for_block(block, hidden, harmonizer)
         elif entry.kind == LayerKind.kept_src:
             projections = src_projections(block)
@@ -84,7 +84,7 @@ def build_skeleton(
             if unknown:
                 raise ValueError(f"layer {entry.emulator_index}: unknown SRC projections {sorted(unknown)}")
             for name, rank in entry.src_ranks.items():
-                with init_empty_weights(include_buffers=False):
+                with empty_parameters():
                     replace_submodule(block, name, low_rank_like(projections[name], rank))
     return model
 
