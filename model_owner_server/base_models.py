@@ -156,6 +156,16 @@ def load_base_model(name: str) -> BaseModel:
     )
 
 
+def weights_sha256(name: str) -> str:
+    """The base model's weights digest (what profile and emulator ids hang on), without loading it when
+    the prepared directory records it."""
+    directory = prepare(name) if name in PACKAGED else Path(name).expanduser()
+    marker = directory / "scaleot-base.json"
+    if name in PACKAGED and marker.is_file():
+        return str(json.loads(marker.read_text())["weights_sha256"])
+    return load_base_model(name).weights_sha256
+
+
 def describe(name: str) -> dict[str, object]:
     """Registry entry for listing: name, kind, whether prepared, description."""
     if name in PACKAGED:

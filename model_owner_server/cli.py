@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -118,17 +120,28 @@ def stage1_with_progress(base: base_models.BaseModel, config: Stage1Config) -> I
     from model_owner_server.emulators.profile import find_profile, profile_id
     from model_owner_server.emulators.stage1 import ensure_profile
 
-    cached = find_profile(profile_id(base.weights_sha256, config))
-    if cached is not None:
-        err.print(f"using cached stage-1 profile {cached.meta.profile_id}")
-        return cached
-    with Progress(*_stage1_columns(), console=err, transient=False) as progress:
-        task = progress.add_task("stage1", total=config.steps, loss=float("nan"), reward=float("nan"))
+    pid = profile_id(base.weights_sha256, config)
+    with profile_lock_noting(pid):
+        cached = find_profile(pid)
+        if cached is not None:
+            err.print(f"using cached stage-1 profile {cached.meta.profile_id}")
+            return cached
+        with Progress(*_stage1_columns(), console=err, transient=False) as progress:
+            task = progress.add_task("stage1", total=config.steps, loss=float("nan"), reward=float("nan"))
 
-        def report(p: Stage1Progress) -> None:
-            progress.update(task, completed=p.step, loss=p.loss, reward=p.reward)
+            def report(p: Stage1Progress) -> None:
+                progress.update(task, completed=p.step, loss=p.loss, reward=p.reward)
 
-        return ensure_profile(base, config, on_progress=report)
+            return ensure_profile(base, config, on_progress=report)
+
+
+@contextmanager
+def profile_lock_noting(pid: str) -> Iterator[None]:
+    """The profile's lock (one stage-1 run per profile across processes), saying so if it has to wait."""
+    from model_owner_server.emulators.profile_lock import profile_lock
+
+    with profile_lock(pid, on_wait=lambda: err.print(f"another process is training profile {pid}; waiting")):
+        yield
 
 
 @emulators_app.command("build")
@@ -205,7 +218,7 @@ def emulators_stage1(
     """Run stage 1 into the profile cache (same profile for any --nproc); `emulators build` reuses it."""
     import tempfile
 
-    from model_owner_server.emulators.profile import find_profile
+    from model_owner_server.emulators.profile import find_profile, profile_id
     from model_owner_server.emulators.stage1_launch import Stage1ProcessError, run_stage1_processes
 
     if device not in ("cpu", "cuda"):
@@ -220,15 +233,21 @@ def emulators_stage1(
                 base = base_models.load_base_model(model)
             profile = stage1_with_progress(base, config)
         else:
-            with Progress(*_stage1_columns(), console=err) as progress:
-                task = progress.add_task("stage1", total=config.steps, loss=float("nan"), reward=float("nan"))
+            pid = profile_id(base_models.weights_sha256(model), config)
+            with profile_lock_noting(pid):
+                found = find_profile(pid)
+                if found is None:
+                    with Progress(*_stage1_columns(), console=err) as progress:
+                        task = progress.add_task("stage1", total=config.steps, loss=float("nan"),
+                                                 reward=float("nan"))
 
-                def report(p: Stage1Progress) -> None:
-                    progress.update(task, completed=p.step, loss=p.loss, reward=p.reward)
+                        def report(p: Stage1Progress) -> None:
+                            progress.update(task, completed=p.step, loss=p.loss, reward=p.reward)
 
-                with tempfile.TemporaryDirectory(prefix="scaleot-stage1-") as work:
-                    pid = run_stage1_processes(model, config, nproc, Path(work), device=device, on_progress=report)
-            found = find_profile(pid)
+                        with tempfile.TemporaryDirectory(prefix="scaleot-stage1-") as work:
+                            run_stage1_processes(model, config, nproc, Path(work), device=device,
+                                                 on_progress=report)
+                    found = find_profile(pid)
             if found is None:
                 fail(f"stage 1 finished but profile {pid} is not in the cache", 1)
                 return

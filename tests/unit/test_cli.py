@@ -60,3 +60,36 @@ def test_user_errors_exit_2_with_one_clear_line(tmp_path: Path) -> None:
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_stage1_waits_for_another_process_training_the_same_profile() -> None:
+    """The CLI (e.g. the stage-1 Job) takes the profile lock the workers take: it waits, then trains."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from model_owner_server.base_models import weights_sha256
+    from model_owner_server.emulators.profile import Stage1Config, find_profile, profile_id
+    from model_owner_server.emulators.profile_lock import profile_lock
+
+    config = Stage1Config(steps=2, batch_size=2, seq_len=32, harmonizer_rank=8, adapter_bottom=1, adapter_top=1)
+    pid = profile_id(weights_sha256("tiny-llama"), config)
+    command = [sys.executable, "-c", "from model_owner_server.cli import app; app()", "emulators", "stage1",
+               "--model", "tiny-llama", "--steps", "2", "--batch-size", "2", "--seq-len", "32",
+               "--harmonizer-rank", "8", "--adapter-bottom", "1", "--adapter-top", "1"]
+    lines: list[str] = []
+    with profile_lock(pid):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+        assert proc.stderr is not None
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 90
+        while not any("another process is training profile" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, lines
+            time.sleep(0.2)
+        assert find_profile(pid) is None  # it is waiting, not training
+    out = proc.stdout.read() if proc.stdout else ""
+    assert proc.wait(120) == 0, lines
+    assert pid in out and find_profile(pid) is not None
