@@ -132,9 +132,14 @@ def _hash_state(model: PreTrainedModel) -> str:
     return digest.hexdigest()
 
 
-def _load_dir(name: str, directory: Path) -> BaseModel:
+def _directory_digest(directory: Path) -> str:
+    """The digest `prepare` recorded, else the digest of the directory's safetensors files."""
     marker = directory / "scaleot-base.json"
-    digest = json.loads(marker.read_text())["weights_sha256"] if marker.is_file() else _hash_weights_dir(directory)
+    return str(json.loads(marker.read_text())["weights_sha256"]) if marker.is_file() else _hash_weights_dir(directory)
+
+
+def _load_dir(name: str, directory: Path) -> BaseModel:
+    digest = _directory_digest(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     find_block_stack(model)  # fail early with a clear error for an unsupported architecture
@@ -157,13 +162,14 @@ def load_base_model(name: str) -> BaseModel:
 
 
 def weights_sha256(name: str) -> str:
-    """The base model's weights digest (what profile and emulator ids hang on), without loading it when
-    the prepared directory records it."""
-    directory = prepare(name) if name in PACKAGED else Path(name).expanduser()
-    marker = directory / "scaleot-base.json"
-    if name in PACKAGED and marker.is_file():
-        return str(json.loads(marker.read_text())["weights_sha256"])
-    return load_base_model(name).weights_sha256
+    """The base model's weights digest (what profile and emulator ids hang on), the same as
+    `load_base_model(name).weights_sha256` but without loading a model from a directory."""
+    if name in PACKAGED:
+        return _directory_digest(prepare(name))
+    path = Path(name).expanduser()
+    if name not in TINY_MODELS and path.is_dir() and (path / "config.json").is_file():
+        return _directory_digest(path)
+    return load_base_model(name).weights_sha256  # tiny models (built in code); unknown names get its error
 
 
 def describe(name: str) -> dict[str, object]:

@@ -106,6 +106,11 @@ def profile_dir(pid: str) -> Path:
     return profiles_root() / pid
 
 
+def checkpoint_dir(pid: str) -> Path:
+    """Where stage 1 keeps its resumable checkpoint for profile `pid` (beside the profile)."""
+    return profiles_root() / f".{pid}.partial"
+
+
 def save_profile(profile: ImportanceProfile, directory: Path | None = None) -> Path:
     """Write atomically: a crash mid-write never leaves a half profile behind."""
     target = directory or profile_dir(profile.meta.profile_id)

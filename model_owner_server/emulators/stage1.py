@@ -31,9 +31,9 @@ from model_owner_server.emulators.profile import (
     ImportanceProfile,
     ProfileMeta,
     Stage1Config,
+    checkpoint_dir,
     corpus_tag,
     find_profile,
-    profile_dir,
     profile_id,
     save_profile,
 )
@@ -220,7 +220,7 @@ def run_stage1(
     groups = groups_of(len(middle), config.group_size)
     curve: list[CurvePoint] = []
 
-    ckpt = Stage1Checkpoint(profile_dir(pid).with_name(f".{pid}.partial"))
+    ckpt = Stage1Checkpoint(checkpoint_dir(pid))
     start_step = ckpt.restore(harmonizers, scores, h_opt, s_opt, generator, curve)
 
     net = MixedNetwork(base, config, harmonizers, comm)

@@ -16,8 +16,8 @@ from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import (
     ImportanceProfile,
     Stage1Config,
+    checkpoint_dir,
     find_profile,
-    profile_dir,
     profile_id,
 )
 from model_owner_server.emulators.profile_lock import profile_lock
@@ -34,8 +34,7 @@ def profile_resuming(base: BaseModel, config: Stage1Config, on_step: ProgressFn,
     """ensure_profile, resuming a stage-1 checkpoint left by a stopped or crashed attempt; a checkpoint
     that cannot be restored (stale format, or the restore bug reported with this service) is
     discarded once and stage 1 starts over, instead of failing the job on every retry."""
-    partial = profile_dir(profile_id(base.weights_sha256, config)).with_name(
-        f".{profile_id(base.weights_sha256, config)}.partial")
+    partial = checkpoint_dir(profile_id(base.weights_sha256, config))
     had_checkpoint = partial.exists()
     try:
         return ensure_profile(base, config, on_progress=on_step, should_stop=ctx.should_stop)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_owner_server.base_models import BaseModel, BaseModelError, load_base_model
+from model_owner_server.base_models import BaseModel
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import Stage1Config
 from model_owner_server.emulators.spec import EmulatorSpec
@@ -19,14 +19,6 @@ from shared.manifest import LayerKind
 from shared.perplexity import fixed_windows, perplexity
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> BaseModel:
-    try:
-        return load_base_model("smollm2-135m")
-    except BaseModelError as exc:
-        pytest.skip(f"SmolLM2 cannot be prepared here: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model_owner_server.base_models import BaseModel, BaseModelError, load_base_model
+from model_owner_server.base_models import BaseModel
 from shared.assets import AssetError
 from shared.data_formats import MCExample, TrainExample
 from shared.scoring import continuation_pair, score_multiple_choice
@@ -19,14 +19,6 @@ SPLITS = ("train", "validation", "test")
 
 def _key(example: MCExample | TrainExample) -> str:
     return example.context if isinstance(example, MCExample) else example.target
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> BaseModel:
-    try:
-        return load_base_model("smollm2-135m")
-    except BaseModelError as exc:
-        pytest.skip(f"SmolLM2 cannot be prepared here: {exc}")
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, select
 
 from model_owner_server.app.main import create_app
@@ -42,13 +42,9 @@ def specs() -> list[dict[str, object]]:
     return out
 
 
-def jobs(engine_url: str) -> list[Job]:
-    engine = make_engine(engine_url)
-    try:
-        with Session(engine) as session:
-            return list(session.exec(select(Job)).all())
-    finally:
-        engine.dispose()
+def jobs(engine: Engine) -> list[Job]:
+    with Session(engine) as session:
+        return list(session.exec(select(Job)).all())
 
 
 def test_three_workers_run_every_job_exactly_once_and_recover_a_killed_one(tmp_path: Path) -> None:
@@ -70,6 +66,7 @@ def test_three_workers_run_every_job_exactly_once_and_recover_a_killed_one(tmp_p
             ids.append(response.json()["id"])
     assert len(set(ids)) == len(ids) == 12
 
+    engine = make_engine(settings.db_url)  # the test's own view of the job rows
     logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
     procs = []
     for log in logs:
@@ -80,8 +77,8 @@ def test_three_workers_run_every_job_exactly_once_and_recover_a_killed_one(tmp_p
         deadline = time.monotonic() + 240
         victim: Job | None = None
         while victim is None:
-            assert time.monotonic() < deadline, [(j.state, j.message) for j in jobs(settings.db_url)]
-            running = [j for j in jobs(settings.db_url) if j.state == "running" and "stage 1 step" in j.message]
+            assert time.monotonic() < deadline, [(j.state, j.message) for j in jobs(engine)]
+            running = [j for j in jobs(engine) if j.state == "running" and "stage 1 step" in j.message]
             victim = next((j for j in running if 0.3 < j.progress < 0.7 and j.lease_owner), None)
             time.sleep(0.1)
         assert victim.lease_owner is not None
@@ -91,8 +88,8 @@ def test_three_workers_run_every_job_exactly_once_and_recover_a_killed_one(tmp_p
         killed.wait(10)
 
         deadline = time.monotonic() + 300
-        while not all(j.state in ("succeeded", "failed", "cancelled") for j in jobs(settings.db_url)):
-            assert time.monotonic() < deadline, [(j.id, j.state, j.message) for j in jobs(settings.db_url)]
+        while not all(j.state in ("succeeded", "failed", "cancelled") for j in jobs(engine)):
+            assert time.monotonic() < deadline, [(j.id, j.state, j.message) for j in jobs(engine)]
             time.sleep(0.3)
     finally:
         for proc in procs:
@@ -104,7 +101,8 @@ def test_three_workers_run_every_job_exactly_once_and_recover_a_killed_one(tmp_p
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    rows = {j.id: j for j in jobs(settings.db_url)}
+    rows = {j.id: j for j in jobs(engine)}
+    engine.dispose()
     assert len(rows) == 12
     assert {j.state for j in rows.values()} == {"succeeded"}, {j.id: (j.state, j.error) for j in rows.values()}
     text = "\n".join(log.read_text(errors="replace") for log in logs)

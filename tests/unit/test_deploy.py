@@ -101,8 +101,7 @@ def commands_in_deploy() -> list[list[str]]:
     """Every `scaleot-server ...` command line in the compose file, the manifests and the Dockerfile."""
     found: list[list[str]] = []
     for _, doc in manifests():
-        text = yaml.safe_dump(doc)
-        found += [c for c in _yaml_commands(doc) if c] if "scaleot-server" in text else []
+        found += _yaml_commands(doc)
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     found += [_strip(svc["command"]) for svc in compose["services"].values()
               if isinstance(svc.get("command"), list) and svc["command"][0] == "scaleot-server"]

@@ -19,7 +19,7 @@ from model_owner_server.base_models import load_base_model
 from model_owner_server.bench.stage1_ddp import compare, spearman
 from model_owner_server.cli import app
 from model_owner_server.emulators.distributed import Collective, check_world
-from model_owner_server.emulators.profile import corpus_tag, find_profile, profile_dir, profile_id
+from model_owner_server.emulators.profile import checkpoint_dir, corpus_tag, find_profile, profile_dir, profile_id
 from model_owner_server.emulators.stage1 import Stage1Cancelled, Stage1Progress, run_stage1
 from model_owner_server.emulators.stage1_launch import Stage1ProcessError, run_stage1_processes
 from tests.unit.helpers import TEXTS, tiny_config
@@ -39,7 +39,7 @@ def test_two_processes_stop_resume_and_match_the_single_process(tmp_path: Path) 
         run_stage1_processes("tiny-llama", CONFIG, 2, tmp_path / "run", texts=TEXTS, on_progress=seen.append,
                              should_stop=lambda: bool(seen) and seen[-1].step >= 12, poll_s=0.02)
     assert find_profile(pid) is None
-    assert (profile_dir(pid).with_name(f".{pid}.partial") / "state.json").is_file()
+    assert (checkpoint_dir(pid) / "state.json").is_file()
     stopped_at = seen[-1].step
 
     # 2. resume on two processes: the same profile id as the single process, the whole curve
@@ -49,7 +49,7 @@ def test_two_processes_stop_resume_and_match_the_single_process(tmp_path: Path) 
     assert seen[0].step == stopped_at + 1 and seen[-1].step == 40  # resumed where rank 0 checkpointed
     multi = find_profile(pid)
     assert multi is not None and [p.step for p in multi.meta.curve] == list(range(1, 41))
-    assert not profile_dir(pid).with_name(f".{pid}.partial").exists()
+    assert not checkpoint_dir(pid).exists()
 
     # 3. the single process from scratch, same config and seed
     shutil.rmtree(profile_dir(pid))

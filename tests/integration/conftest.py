@@ -1,0 +1,15 @@
+"""The real SmolLM2-135M for the integration tests (loaded once per module: some tests change it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from model_owner_server.base_models import BaseModel, BaseModelError, load_base_model
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> BaseModel:
+    try:
+        return load_base_model("smollm2-135m")
+    except BaseModelError as exc:
+        pytest.skip(f"SmolLM2 cannot be prepared here: {exc}")
