@@ -1,7 +1,9 @@
 """Tiny randomly initialised causal LMs of several families, built in code, for fast tests.
 
 Each has a handful of blocks and hidden size 64, a byte-level tokenizer built here, and a fixed
-seed, so the same name always gives the same weights (and the same weights hash).
+seed, so the same name always gives the same weights (and the same weights hash). `tiny-gemma3` and
+`tiny-qwen3` normalise queries and keys inside attention (`q_norm`/`k_norm`, head width), and
+`tiny-gemma3` alternates sliding-window and full attention as Gemma 3 does (window 16 tokens).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     LlamaConfig,
     OPTConfig,
@@ -19,10 +22,16 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    Qwen3Config,
 )
 
 VOCAB = 260  # 256 bytes + specials
 TINY_LAYERS = 8
+TINY_SLIDING_WINDOW = 16
+# Gemma 3 alternates five sliding-window blocks with one full-attention block; here two with one, so
+# the adapter and the middle blocks each hold both kinds.
+GEMMA3_LAYER_TYPES = ["sliding_attention", "sliding_attention", "full_attention"] * 2 + [
+    "sliding_attention", "full_attention"]
 
 
 def _configs() -> dict[str, PretrainedConfig]:
@@ -61,6 +70,29 @@ def _configs() -> dict[str, PretrainedConfig]:
             num_attention_heads=4,
             max_position_embeddings=512,
             word_embed_proj_dim=64,
+            **common,
+        ),
+        "tiny-gemma3": Gemma3TextConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=TINY_LAYERS,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            sliding_window=TINY_SLIDING_WINDOW,
+            layer_types=GEMMA3_LAYER_TYPES,
+            max_position_embeddings=512,
+            **common,
+        ),
+        "tiny-qwen3": Qwen3Config(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=TINY_LAYERS,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=512,
             **common,
         ),
     }

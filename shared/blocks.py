@@ -112,12 +112,44 @@ def renumber_block(block: nn.Module, new_index: int) -> None:
             setattr(module, "layer_idx", new_index)  # noqa: B010 (typed as Tensor | Module)
 
 
-def first_norm(block: nn.Module) -> nn.Module:
-    """The block's input normalisation module (first submodule class-named *Norm)."""
-    for module in block.modules():
-        if module is not block and "norm" in type(module).__name__.lower():
+# Attribute names of the norm applied to a block's input, across families: Llama, Qwen2/3, Gemma 1-3,
+# Mistral, Phi, GPT-NeoX, Falcon, Bloom (input_layernorm); GPT-2, GPT-J, CodeGen (ln_1); OPT
+# (self_attn_layer_norm); Falcon's new decoder (ln_attn); MPT (norm_1).
+_INPUT_NORM_NAMES = ("input_layernorm", "ln_1", "self_attn_layer_norm", "ln_attn", "norm_1", "attention_norm")
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.LayerNorm | nn.RMSNorm) or "norm" in type(module).__name__.lower()
+
+
+def _hidden_width(module: nn.Module, hidden_size: int) -> bool:
+    """Every parameter is a vector of the hidden size (a parameter-free norm fits any width)."""
+    return all(p.dim() == 1 and p.numel() == hidden_size for p in module.parameters(recurse=False))
+
+
+def input_norm(block: nn.Module, hidden_size: int) -> nn.Module:
+    """The normalisation a decoder block applies to its input (hidden width), to seed a harmonizer.
+
+    Found by the known attribute names first, then as the first norm that is a DIRECT child of the
+    block with hidden-width weights. Norms nested inside attention (`q_norm`/`k_norm` of Qwen3,
+    Gemma 3, OLMo 2: head width) are never chosen. Post-norm blocks without an input norm (OLMo 2)
+    yield their first hidden-width norm (`post_attention_layernorm`): the harmonizer only needs a
+    norm of the family at hidden width, and trains it. Unsupported: blocks with no hidden-width norm
+    among their direct children (the norm applied functionally, or nested in a sub-module).
+    """
+    for name in _INPUT_NORM_NAMES:
+        module = getattr(block, name, None)
+        if isinstance(module, nn.Module) and _is_norm(module) and _hidden_width(module, hidden_size):
             return module
-    raise UnsupportedModelError(f"block {type(block).__name__} has no *Norm submodule")
+    for module in block.children():
+        if _is_norm(module) and any(True for _ in module.parameters()) and _hidden_width(module, hidden_size):
+            return module
+    raise UnsupportedModelError(
+        f"block {type(block).__name__} has no input normalisation of width {hidden_size}: none of "
+        f"{', '.join(_INPUT_NORM_NAMES)} and no *Norm direct child with hidden-size weights. Supported: blocks "
+        "that hold their hidden-width norms as direct children (pre-norm Llama, Qwen, Gemma, GPT-2, OPT, ...; "
+        "post-norm OLMo 2)"
+    )
 
 
 def is_causal_lm(model: nn.Module) -> bool:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 from transformers.activations import ACT2FN
 
-from shared.blocks import first_norm
+from shared.blocks import input_norm
 
 
 class HarmonizerConfig(BaseModel):
@@ -42,7 +42,7 @@ class Harmonizer(nn.Module):
     @classmethod
     def for_block(cls, block: nn.Module, hidden_size: int, config: HarmonizerConfig) -> Harmonizer:
         """A harmonizer for `block`: its norm starts as a copy of the block's input norm."""
-        norm = copy.deepcopy(first_norm(block))
+        norm = copy.deepcopy(input_norm(block, hidden_size))
         for p in norm.parameters():
             p.requires_grad_(True)
         harmonizer = cls(hidden_size, config, norm)
