@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from model_owner_server.tiny_models import byte_tokenizer, tiny_model
+from model_owner_server.tiny_models import TINY_MODELS, byte_tokenizer, tiny_model
 from shared.data_formats import MCExample
 from shared.scoring import continuation_pair, loglikelihoods, mean_stderr, score_multiple_choice
 
@@ -51,7 +51,7 @@ def tokenizer() -> PreTrainedTokenizerBase:
     return byte_tokenizer()
 
 
-@pytest.fixture(scope="module", params=["tiny-llama", "tiny-gpt2", "tiny-qwen2", "tiny-opt"])
+@pytest.fixture(scope="module", params=TINY_MODELS)
 def model_and_reference(
     request: pytest.FixtureRequest, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[PreTrainedModel, list[np.ndarray]]:
