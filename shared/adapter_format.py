@@ -9,7 +9,7 @@ Validation reads the safetensors header first (names, shapes, dtypes) before loa
 
 from __future__ import annotations
 
-import json
+import math
 import re
 import struct
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from shared.bounded_json import JSONLimitError, loads_bounded
 from shared.manifest import EmulatorManifest
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -28,6 +29,7 @@ PEFT_WEIGHTS = "adapter_model.safetensors"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 class AdapterError(ValueError):
@@ -82,7 +84,12 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def read_header(path: Path) -> SafetensorsHeader:
-    """Parse a safetensors header without loading tensors (rejects anything that is not safetensors)."""
+    """Parse a safetensors header without loading tensors (rejects anything that is not safetensors).
+
+    The header is untrusted JSON: parsed with bounds (depth, number lengths), then every entry is
+    checked against the format (dtype string, shape of non-negative integers, two ordered offsets
+    whose span fits the shape, `__metadata__` a string-to-string map) so that nothing downstream
+    meets a surprise type. Every problem raises AdapterError."""
     size = path.stat().st_size
     with path.open("rb") as f:
         raw_len = f.read(8)
@@ -93,27 +100,57 @@ def read_header(path: Path) -> SafetensorsHeader:
             raise AdapterError([f"{path.name}: not a safetensors file (bad header length; a pickle or a "
                                 "truncated file?). Save adapters with safetensors"])
         try:
-            header = json.loads(f.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            header = loads_bounded(f.read(header_len))
+        except JSONLimitError as exc:
+            raise AdapterError([f"{path.name}: safetensors header refused: {exc}"]) from None
+        except (ValueError, UnicodeDecodeError):
             raise AdapterError([f"{path.name}: safetensors header is not valid JSON"]) from None
     if not isinstance(header, dict):
         raise AdapterError([f"{path.name}: safetensors header is not a JSON object"])
-    metadata = header.pop("__metadata__", None) or {}
-    tensors: dict[str, TensorInfo] = {}
     problems: list[str] = []
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        problems.append(f"{path.name}: __metadata__ must be a JSON object of strings")
+        metadata = {}
+    tensors: dict[str, TensorInfo] = {}
     end = 0
     for name, info in header.items():
-        try:
-            offsets = info["data_offsets"]
-            tensors[name] = TensorInfo(str(info["dtype"]), tuple(int(d) for d in info["shape"]))
-            end = max(end, int(offsets[1]))
-        except (KeyError, TypeError, ValueError, IndexError):
-            problems.append(f"{path.name}: malformed header entry for {name!r}")
+        parsed = _tensor_entry(info)
+        if isinstance(parsed, str):
+            problems.append(f"{path.name}: malformed header entry for {name[:200]!r}: {parsed}")
+            continue
+        tensors[name], stop = parsed
+        end = max(end, stop)
     if 8 + header_len + end > size:
         problems.append(f"{path.name}: file is truncated ({size} bytes, header needs {8 + header_len + end})")
     if problems:
         raise AdapterError(problems)
-    return SafetensorsHeader(tensors, {str(k): str(v) for k, v in metadata.items()})
+    return SafetensorsHeader(tensors, dict(metadata))
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _tensor_entry(info: object) -> tuple[TensorInfo, int] | str:
+    """(tensor info, end offset) of one header entry, or why it is malformed."""
+    if not isinstance(info, dict):
+        return "not an object"
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or len(dtype) > 16:
+        return "dtype must be a short string"
+    if not isinstance(shape, list) or len(shape) > 8 or not all(_is_count(d) for d in shape):
+        return "shape must list at most 8 non-negative integers"
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets)
+            or offsets[0] > offsets[1]):
+        return "data_offsets must be two ordered non-negative integers"
+    itemsize = _ITEMSIZE.get(dtype)
+    if itemsize is not None and offsets[1] - offsets[0] != math.prod(shape) * itemsize:
+        return (f"data_offsets span {offsets[1] - offsets[0]} bytes, shape {shape} of {dtype} needs "
+                f"{math.prod(shape) * itemsize}")
+    return TensorInfo(dtype, tuple(shape)), offsets[1]
 
 
 def check_header(header: SafetensorsHeader, expected: dict[str, TensorInfo], source: str) -> list[str]:

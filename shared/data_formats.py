@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.bounded_json import JSONLimitError, loads_bounded
+
 MAX_PROBLEMS = 20
 
 TRAIN_FORMAT = '{"context": str, "target": str} or {"text": str}'
@@ -141,11 +143,14 @@ def _iter_rows(path: Path, parse: Callable[[dict[str, Any]], tuple[T | None, lis
             if not line.strip():
                 continue  # blank lines (e.g. a trailing newline) carry no row
             try:
-                row = json.loads(line)
+                row = loads_bounded(line)
             except json.JSONDecodeError as exc:
                 problems.append(
                     f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); expected one JSON object per line"
                 )
+                continue
+            except JSONLimitError as exc:
+                problems.append(f"{where}: refused: {exc}")
                 continue
             if not isinstance(row, dict):
                 problems.append(f"{where}: expected a JSON object, got {_type_name(row)}")

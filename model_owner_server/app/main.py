@@ -12,6 +12,8 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from model_owner_server.app.api import openapi
+from model_owner_server.app.api.guard import RequestGuard
 from model_owner_server.app.api.routes import adapters, emulators, evaluations, files, generate, health, models, owners
 from model_owner_server.app.core.config import Settings, get_settings
 from model_owner_server.app.core.state import AppState
@@ -51,4 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, unexpected_error)
     for module in (health, models, owners, emulators, files, adapters, generate, evaluations):
         app.include_router(module.router)
+    app.add_middleware(RequestGuard, state=state)  # authentication and body caps before any route runs
+    openapi.install(app)
     return app

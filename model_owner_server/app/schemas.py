@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.evaluation.matrix import EvaluationMatrix
 from shared.manifest import EmulatorManifest, FileEntry
+
+MAX_EVAL_LIMIT = 100_000  # test examples of one evaluation
+MAX_NEW_TOKENS = 4096  # the schema's bound; SCALEOT_GENERATE_MAX_NEW_TOKENS caps it further
+MIN_SAMPLING_TEMPERATURE = 0.01  # below this, logits / temperature overflow; 0 means greedy
+MAX_SEED = 2**32 - 1
+MAX_ADAPTER_BLOCKS = 1024  # adapter_bottom, adapter_top
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx answer."""
+
+    detail: str | list[dict[str, Any]] | dict[str, Any] = Field(
+        description="why: a sentence, the list of validation errors, or {message, problems} for an upload")
 
 
 class Health(BaseModel):
@@ -33,6 +47,17 @@ class JobStatus(BaseModel):
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+
+
+class EmulatorRequest(EmulatorSpec):
+    """`EmulatorSpec` as the API accepts it: every number bounded."""
+
+    base_model: str = Field(..., min_length=1, max_length=400, description="a base model served here (GET /v1/models)")
+    adapter_bottom: int = Field(2, ge=0, le=MAX_ADAPTER_BLOCKS, description="first blocks shipped unchanged and tuned")
+    adapter_top: int = Field(2, ge=0, le=MAX_ADAPTER_BLOCKS, description="last blocks shipped unchanged and tuned")
+
+    def to_spec(self) -> EmulatorSpec:
+        return EmulatorSpec.model_validate(self.model_dump())
 
 
 class EmulatorFile(BaseModel):
@@ -63,6 +88,8 @@ class EmulatorOut(BaseModel):
     manifest: EmulatorManifest | None = None
     files: list[EmulatorFile] = Field(default_factory=list, description="downloadable once succeeded")
     created_at: float
+    withdrawn: bool = Field(False, description="in the answer to a cancel: only your request was withdrawn, the "
+                            "build goes on for the other data owners who asked for it (request it again to see it)")
 
 
 class EmulatorList(BaseModel):
@@ -93,9 +120,10 @@ class EvaluationRequest(BaseModel):
         json_schema_extra={"examples": [{"adapter_id": "ada-0f1e2d3c4b5a6978", "task": "winowhy", "limit": 200}]},
     )
 
-    adapter_id: str
-    task: str = Field(description="a built-in task name (GET /v1/tasks)")
-    limit: int | None = Field(None, ge=1, description="evaluate on the first N test examples (default: a server cap)")
+    adapter_id: str = Field(min_length=1, max_length=64)
+    task: str = Field(min_length=1, max_length=200, description="a built-in task name (GET /v1/tasks)")
+    limit: int | None = Field(None, ge=1, le=MAX_EVAL_LIMIT,
+                              description="evaluate on the first N test examples (default: SCALEOT_EVAL_LIMIT)")
 
 
 class EvaluationOut(BaseModel):
@@ -129,12 +157,21 @@ class GenerateRequest(BaseModel):
                                          "temperature": 0.0}]},
     )
 
-    prompt: str = Field(min_length=1, max_length=20_000)
-    max_new_tokens: int = Field(32, ge=1, description="capped by SCALEOT_GENERATE_MAX_NEW_TOKENS")
-    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy decoding")
+    prompt: str = Field(min_length=1, max_length=20_000, description="prompt tokens + max_new_tokens must fit the "
+                        "model's context window")
+    max_new_tokens: int = Field(32, ge=1, le=MAX_NEW_TOKENS, description="capped by SCALEOT_GENERATE_MAX_NEW_TOKENS")
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description=f"0 = greedy decoding; sampling needs at least "
+                               f"{MIN_SAMPLING_TEMPERATURE}")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(None, description="sampling seed (temperature > 0)")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="sampling seed (temperature > 0)")
     chat: bool = Field(False, description="wrap the prompt in the tokenizer's chat template (instruct models)")
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_or_samplable(cls, value: float) -> float:
+        if 0.0 < value < MIN_SAMPLING_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_SAMPLING_TEMPERATURE}")
+        return value
 
 
 class GenerateOut(BaseModel):

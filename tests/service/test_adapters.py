@@ -57,7 +57,7 @@ def test_lora_directory_as_repeated_file_fields(client: TestClient, worker: Work
     weights = [f for f in files if f[0] == "adapter_model.safetensors"]
     problems = problems_of(upload(client, alice, emulator["id"], [("adapter_config.json", json.dumps(bad).encode()),
                                                                   *weights]))
-    assert any("layers_to_transform [3]" in p for p in problems) and any("r must be" in p for p in problems)
+    assert any("layers_to_transform [3]" in p for p in problems) and any("field 'r'" in p for p in problems)
     assert "needs adapter_config.json" in problems_of(upload(client, alice, emulator["id"], weights))[0]
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -53,21 +54,41 @@ def _unauthorized(reason: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, reason, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_principal(
-    state: StateDep, session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Principal:
-    if credentials is None or not credentials.credentials:
+def bearer_token(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header (scheme case-insensitive), else None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def authenticate(state: AppState, presented: str | None) -> Principal:
+    """Who holds this key; raises 401. Opens its own session (the request guard calls it before the
+    route, and so before any request body is read)."""
+    if not presented:
         raise _unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    presented = credentials.credentials
     if same_secret(hash_key(presented), hash_key(state.settings.admin_key)):
         return Principal("admin")
     key_id = key_id_of(presented)
-    row = session.get(ApiKey, key_id) if key_id else None
+    with Session(state.engine) as session:
+        row = session.get(ApiKey, key_id) if key_id else None
     # compare even when the id is unknown, so timing does not reveal which ids exist
     valid = same_secret(hash_key(presented), row.key_hash if row else "0" * 64)
     if row is None or row.revoked or not valid:
         raise _unauthorized("invalid API key: ask the model owner for a key (`scaleot-server keys create`)")
     return Principal("owner", owner_id=row.owner_id)
+
+
+PRINCIPAL_KEY = "scaleot_principal"  # where the request guard leaves the caller in `request.state`
+
+
+async def get_principal(
+    request: Request, state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    known = getattr(request.state, PRINCIPAL_KEY, None)
+    if isinstance(known, Principal):  # the request guard authenticated the caller already
+        return known
+    return await run_in_threadpool(authenticate, state, credentials.credentials if credentials else None)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

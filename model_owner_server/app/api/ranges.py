@@ -1,4 +1,5 @@
-"""HTTP single-range requests (RFC 9110 §14): parse `Range`, honour `If-Range` against the ETag."""
+"""HTTP single-range requests (RFC 9110 §14): parse `Range`, honour `If-Range` against the ETag; and
+`If-None-Match` (§13.1.2)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,17 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 def range_applies(if_range: str | None, etag: str) -> bool:
     """`If-Range` lets a client resume only if the file is unchanged (strong ETag match)."""
     return if_range is None or if_range.strip() == etag
+
+
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    return tag[2:] if tag[:2] in ("W/", "w/") else tag
+
+
+def none_match(if_none_match: str | None, etag: str) -> bool:
+    """Whether `If-None-Match` matches the current ETag, so a GET/HEAD answers 304: `*` matches any
+    existing file; otherwise any listed tag matches by the weak comparison (`W/"x"` matches `"x"`)."""
+    if if_none_match is None:
+        return False
+    tags = [t for t in (part.strip() for part in if_none_match.split(",")) if t]
+    return "*" in tags or any(_opaque(t) == _opaque(etag) for t in tags)

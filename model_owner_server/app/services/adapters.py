@@ -2,19 +2,30 @@
 
 A full-block adapter is one `adapter.safetensors` (any single `*.safetensors` part is taken as it);
 a LoRA adapter is the PEFT pair `adapter_config.json` + `adapter_model.safetensors` sent as two
-`file` parts. Validation is `plug_in.check_adapter` (header first: key set, shapes, dtypes; then
-finiteness) plus the emulator id recorded in the file's metadata; every problem is reported at once.
+`file` parts; the two kinds never together. Validation: the LoRA config against its explicit schema
+(`shared.lora_config`, stored in canonical form) and its target modules against the adapter blocks;
+`plug_in.check_adapter` (header first: key set, shapes, dtypes; then finiteness); the emulator id
+recorded in the file's metadata; then the probe (`probe.prove`: plugged into the full model, one
+forward, finite). Every problem found before the probe is reported at once.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel
 
 from model_owner_server.app.api.multipart import UploadedFile
+from model_owner_server.app.services.probe import prove
 from model_owner_server.base_models import BaseModel
 from model_owner_server.plug_in import CheckedAdapter, check_adapter
 from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS, AdapterError, read_header
 from shared.artifacts import sha256_file
+from shared.blocks import find_block_stack
+from shared.lora_config import loose_object, parse_lora_config
+from shared.low_rank import is_projection
 from shared.manifest import EmulatorManifest, FileEntry
 
 ACCEPTED = (ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS)
@@ -42,7 +53,10 @@ def place_files(files: list[UploadedFile], directory: Path) -> list[str]:
         else:
             seen.add(name)
             upload.path.replace(directory / name)
-    if PEFT_WEIGHTS in seen and PEFT_CONFIG not in seen:
+    if ADAPTER_FILE in seen and seen & {PEFT_CONFIG, PEFT_WEIGHTS}:
+        stray = ", ".join(sorted(seen & {PEFT_CONFIG, PEFT_WEIGHTS}))
+        problems.append(f"{ADAPTER_FILE} (a full adapter) was sent with LoRA files ({stray}): upload one kind")
+    elif PEFT_WEIGHTS in seen and PEFT_CONFIG not in seen:
         problems.append(f"a LoRA adapter needs {PEFT_CONFIG} beside {PEFT_WEIGHTS}")
     if PEFT_CONFIG in seen and PEFT_WEIGHTS not in seen:
         problems.append(f"a LoRA adapter needs {PEFT_WEIGHTS} beside {PEFT_CONFIG}")
@@ -65,16 +79,60 @@ def metadata_problems(directory: Path, manifest: EmulatorManifest) -> list[str]:
     return []
 
 
-def validate(directory: Path, base: BaseModel, manifest: EmulatorManifest) -> CheckedAdapter:
-    """check_adapter plus the metadata check; raises AdapterError with every problem."""
+def block_problems(base: BaseModel, manifest: EmulatorManifest, config: dict[str, Any]) -> list[str]:
+    """LoRA layers that are no adapter blocks, target modules that name no projection of them (each
+    checked only where the field is well-typed: the schema reports the rest)."""
+    problems: list[str] = []
+    allowed = manifest.adapter_indices()
+    layers = config.get("layers_to_transform")
+    if isinstance(layers, list) and all(isinstance(i, int) for i in layers):
+        outside = sorted(set(layers) - set(allowed))
+        if outside:
+            problems.append(f"{PEFT_CONFIG}: layers_to_transform {outside[:20]} are not adapter blocks of this "
+                            f"emulator (adapter blocks: {sorted(allowed)})")
+    targets = config.get("target_modules")
+    if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
+        stack = find_block_stack(base.model)
+        names = {name.rsplit(".", 1)[-1] for i in allowed if 0 <= i < len(stack.blocks)
+                 for name, module in stack.blocks[i].named_modules() if name and is_projection(module)}
+        problems += [f"{PEFT_CONFIG}: target_modules {name[:80]!r} is no projection of the adapter blocks "
+                     f"(projections: {', '.join(sorted(names))})" for name in targets if name not in names]
+    return problems
+
+
+def lora_config_problems(directory: Path, base: BaseModel, manifest: EmulatorManifest) -> list[str]:
+    """Check `adapter_config.json` (if any) and rewrite it in canonical form; returns the problems."""
+    path = directory / PEFT_CONFIG
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    try:
+        config = parse_lora_config(raw)
+    except AdapterError as exc:
+        return exc.problems + block_problems(base, manifest, loose_object(raw))
+    problems = block_problems(base, manifest, config)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    return problems
+
+
+def validate(directory: Path, base: BaseModel, manifest: EmulatorManifest) -> tuple[CheckedAdapter, PreTrainedModel]:
+    """Every check, then the probe: (the adapter, the full model with it plugged in). Raises AdapterError
+    with every problem found before the probe, or the probe's."""
     problems = metadata_problems(directory, manifest)
+    config_problems = lora_config_problems(directory, base, manifest)
+    if config_problems:
+        try:  # the config is unusable: report the weights' header problems too, without the config's key set
+            read_header(directory / PEFT_WEIGHTS)
+        except AdapterError as exc:
+            config_problems += exc.problems
+        raise AdapterError(problems + config_problems)
     try:
         checked = check_adapter(directory, base, manifest)
     except AdapterError as exc:
         raise AdapterError(problems + exc.problems) from exc
     if problems:
         raise AdapterError(problems)
-    return checked
+    return checked, prove(base, checked)
 
 
 def file_entries(directory: Path) -> dict[str, FileEntry]:

@@ -8,15 +8,18 @@ queued again when requested again.
 
 from __future__ import annotations
 
+import time
+
 from fastapi import HTTPException, status
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from model_owner_server.app.api.deps import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.ids import emulator_id, stage1_config
 from model_owner_server.base_models import BaseModelError
-from model_owner_server.db.models import Emulator, EmulatorGrant, Job, JobKind, JobState
+from model_owner_server.db.models import FINISHED, Emulator, EmulatorGrant, Job, JobKind, JobState
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.jobs import queue
 
@@ -45,10 +48,17 @@ def _grant(session: Session, emulator_id: str, principal: Principal) -> None:
         session.add(EmulatorGrant(emulator_id=emulator_id, owner_id=principal.owner_id))
 
 
+def _cancelled(session: Session, row: Emulator) -> bool:
+    job = session.get(Job, row.job_id) if row.job_id else None
+    if job is not None:
+        session.refresh(job)
+    return job is not None and job.state == JobState.cancelled
+
+
 def request_emulator(session: Session, state: AppState, spec: EmulatorSpec, principal: Principal) -> Emulator:
     eid, stage1_json = resolve(state, spec)
     for _ in range(3):  # a concurrent identical request may insert the row first: then attach to it
-        row = session.get(Emulator, eid)
+        row = session.get(Emulator, eid, with_for_update=True)  # serialised with cancels (Postgres)
         try:
             if row is None:
                 job = queue.enqueue(session, JobKind.emulator_build, eid, state.settings.max_attempts)
@@ -67,16 +77,44 @@ def request_emulator(session: Session, state: AppState, spec: EmulatorSpec, prin
             session.flush()
             _grant(session, eid, principal)
             session.commit()
-            return row
+            if not _cancelled(session, row):  # else the last other requester withdrew meanwhile: queue again
+                return row
         except IntegrityError:
             session.rollback()
     raise HTTPException(status.HTTP_409_CONFLICT, f"emulator {eid} is being requested concurrently; retry")
 
 
-def cancel_emulator(state: AppState, row: Emulator) -> None:
-    if row.job_id is None:
+def _stop_build(session: Session, job_id: str) -> None:
+    """In the caller's transaction: queued -> cancelled at once; running -> flagged (the worker stops at
+    its next heartbeat). Conditional UPDATEs, like the queue's, so a worker's own change is never lost."""
+    now = time.time()
+    cancelled = session.exec(update(Job).where(col(Job.id) == job_id, col(Job.state) == JobState.queued).values(
+        state=JobState.cancelled, finished_at=now, updated_at=now, message="cancelled before it started"))
+    if not cancelled.rowcount:
+        session.exec(update(Job).where(col(Job.id) == job_id, col(Job.state) == JobState.running).values(
+            cancel_requested=True, updated_at=now, message="cancellation requested"))
+
+
+def cancel_emulator(session: Session, row: Emulator, principal: Principal) -> bool:
+    """Withdraw the caller's request. The build stops only when no other data owner still wants the
+    emulator (the admin's cancel always stops it). Returns True when only the caller's request was
+    withdrawn (its grant removed) and the build goes on for the others. 409 once the build finished."""
+    session.exec(select(Emulator).where(col(Emulator.id) == row.id).with_for_update())  # serialise with requests
+    job = session.get(Job, row.job_id) if row.job_id else None
+    if job is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"emulator {row.id} has no build to cancel")
-    try:
-        queue.request_cancel(state.engine, row.job_id)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    if job.state in FINISHED and job.state != JobState.cancelled:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"the build of emulator {row.id} already {job.state}; "
+                            "nothing to cancel")
+    others = 0
+    if not principal.is_admin:
+        others = len(session.exec(select(EmulatorGrant.owner_id).where(
+            EmulatorGrant.emulator_id == row.id, EmulatorGrant.owner_id != principal.owner_id)).all())
+    if others and job.state != JobState.cancelled:
+        grant = session.get(EmulatorGrant, (row.id, principal.owner_id))
+        if grant is not None:
+            session.delete(grant)
+    else:
+        _stop_build(session, job.id)
+    session.commit()
+    return bool(others) and job.state != JobState.cancelled

@@ -3,6 +3,8 @@ Both are checked before a job is queued (unknown task, bad rows -> 422 naming ea
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException, status
@@ -10,11 +12,16 @@ from sqlmodel import Session
 
 from model_owner_server.app.api.deps import Principal
 from model_owner_server.app.core.state import AppState
+from model_owner_server.app.schemas import MAX_EVAL_LIMIT
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.db.models import Evaluation, JobKind
 from model_owner_server.jobs import queue
 from model_owner_server.jobs.evaluation_job import UPLOADED_DATA, evaluation_prefix
-from shared.data_formats import DataFormatError, load_mc_jsonl
+from shared.data_formats import DataFormatError, load_mc_jsonl, write_mc_jsonl
+
+MAX_ID_CHARS = 64
+MAX_TASK_CHARS = 200  # the evaluation.task column
+_LIMIT = re.compile(r"[0-9]{1,7}")  # ASCII digits only: str.isdigit() also accepts "²"
 
 
 def unprocessable(message: str, problems: list[str] | None = None) -> HTTPException:
@@ -30,13 +37,47 @@ def check_builtin_task(task: str) -> None:
                             "multiple-choice JSONL as multipart field 'file')")
 
 
-def check_upload(path: Path, filename: str) -> int:
+@dataclass(frozen=True)
+class UploadFields:
+    adapter_id: str
+    task: str
+    limit: int | None
+
+
+def upload_fields(fields: dict[str, str], file_parts: int) -> UploadFields:
+    """The text fields of a multipart evaluation, checked against the documented bounds (422)."""
+    adapter_id = fields.get("adapter_id", "").strip()
+    task = fields.get("task", "").strip() or "custom"
+    limit_text = fields.get("limit", "").strip()
+    problems = []
+    if not adapter_id or len(adapter_id) > MAX_ID_CHARS:
+        problems.append(f"field adapter_id is required (at most {MAX_ID_CHARS} characters)")
+    if file_parts != 1:
+        problems.append(f"exactly one 'file' part (multiple-choice JSONL) is needed, got {file_parts}")
+    if len(task) > MAX_TASK_CHARS:
+        problems.append(f"field task is {len(task)} characters long (at most {MAX_TASK_CHARS})")
+    limit = None
+    if limit_text:
+        if _LIMIT.fullmatch(limit_text) and 1 <= int(limit_text) <= MAX_EVAL_LIMIT:
+            limit = int(limit_text)
+        else:
+            problems.append(f"field limit must be an integer from 1 to {MAX_EVAL_LIMIT}, got {limit_text[:40]!r}")
+    if problems:
+        raise unprocessable("invalid multipart evaluation request", problems)
+    return UploadFields(adapter_id, task, limit)
+
+
+def prepare_upload(path: Path, filename: str, limit: int | None, out: Path) -> Path:
+    """Check every row of the uploaded JSONL (422 naming each bad line); returns the data to evaluate:
+    the file itself, or its first `limit` rows."""
     try:
         rows = load_mc_jsonl(path)
     except DataFormatError as exc:
         problems = [p.replace(str(path), filename) for p in exc.problems]
         raise unprocessable(f"{filename}: {len(problems)} problem(s) in the multiple-choice JSONL", problems) from exc
-    return len(rows)
+    if limit is None or limit >= len(rows):
+        return path
+    return write_mc_jsonl(out, rows[:limit])
 
 
 def create_evaluation(session: Session, state: AppState, principal: Principal, adapter_id: str, task: str,

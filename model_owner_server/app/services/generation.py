@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import torch
+from fastapi import HTTPException, status
 from transformers import PreTrainedModel
 
 from model_owner_server.app.core.state import AppState
@@ -28,6 +29,25 @@ def plugged_model(state: AppState, adapter: Adapter, emulator: Emulator) -> tupl
     return state.plugged.get_or_build(adapter.id, build), cached
 
 
+def context_window(model: PreTrainedModel) -> int | None:
+    """Positions the model can attend over (None when its config does not say)."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits(prompt_tokens: int, max_new: int, window: int | None) -> None:
+    """422 when the prompt plus the new tokens would run past the context window."""
+    if window is not None and prompt_tokens + max_new > window:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"the prompt is {prompt_tokens} tokens; with max_new_tokens {max_new} that is "
+                            f"{prompt_tokens + max_new}, over the model's context window of {window} tokens: "
+                            "shorten the prompt or ask for fewer tokens")
+
+
 @torch.no_grad()
 def generate(state: AppState, adapter: Adapter, emulator: Emulator, request: GenerateRequest) -> GenerateOut:
     started = time.perf_counter()
@@ -40,13 +60,21 @@ def generate(state: AppState, adapter: Adapter, emulator: Emulator, request: Gen
                                                  add_generation_prompt=True))
     inputs = tokenizer(text, return_tensors="pt")
     max_new = min(request.max_new_tokens, state.settings.generate_max_new_tokens)
+    check_fits(int(inputs["input_ids"].shape[1]), max_new, context_window(model))
     sample = request.temperature > 0
     options: dict[str, object] = {"max_new_tokens": max_new, "do_sample": sample,
                                   "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
     if sample:
         options.update(temperature=request.temperature, top_p=request.top_p)
         torch.manual_seed(request.seed if request.seed is not None else int(time.time_ns() % 2**31))
-    output = model.generate(**inputs, **options)  # type: ignore[operator]
+    try:
+        output = model.generate(**inputs, **options)  # type: ignore[operator]
+    except RuntimeError as exc:  # "probability tensor contains either inf, nan or element < 0"
+        if "probability tensor" not in str(exc):
+            raise
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"generation failed for these settings: {str(exc)[:200]}; the plugged model's "
+                            "output is not a usable distribution here (try temperature 0)") from exc
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     completion = tokenizer.decode(new_tokens, skip_special_tokens=True)
     return GenerateOut(adapter_id=adapter.id, prompt=request.prompt, completion=completion,

@@ -58,7 +58,7 @@ def store_adapter(state: AppState, principal: Principal, form: MultipartForm, wo
         if problems:
             raise rejected(problems)
         try:
-            checked = validate(directory, state.base_models.get(manifest.base_model), manifest)
+            checked, plugged = validate(directory, state.base_models.get(manifest.base_model), manifest)
         except AdapterError as exc:
             raise rejected(exc.problems) from exc
         entries = file_entries(directory)
@@ -68,7 +68,8 @@ def store_adapter(state: AppState, principal: Principal, form: MultipartForm, wo
         state.store.put_dir(f"adapters/{row.id}", directory)
         session.add(row)
         session.commit()
-        return adapter_out(row)
+    state.plugged.get_or_build(row.id, lambda: plugged)  # proven by the probe: generation starts warm
+    return adapter_out(row)
 
 
 @router.post("", response_model=AdapterOut, status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY,

@@ -8,12 +8,11 @@ from fastapi import APIRouter, Body, status
 from sqlmodel import col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
-from model_owner_server.app.schemas import EmulatorList, EmulatorOut
+from model_owner_server.app.schemas import EmulatorList, EmulatorOut, EmulatorRequest
 from model_owner_server.app.services import emulators as service
 from model_owner_server.app.services.access import visible_emulator
 from model_owner_server.app.services.views import emulator_out
 from model_owner_server.db.models import Emulator, EmulatorGrant
-from model_owner_server.emulators.spec import EmulatorSpec
 
 router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
 
@@ -33,9 +32,9 @@ EXAMPLES: dict[str, Any] = {
              responses={409: {"description": "base model not prepared"}, 422: {"description": "invalid request"}})
 def request_emulator(
     state: StateDep, session: SessionDep, principal: PrincipalDep,
-    spec: Annotated[EmulatorSpec, Body(openapi_examples=EXAMPLES)],
+    spec: Annotated[EmulatorRequest, Body(openapi_examples=EXAMPLES)],
 ) -> EmulatorOut:
-    row = service.request_emulator(session, state, spec, principal)
+    row = service.request_emulator(session, state, spec.to_spec(), principal)
     return emulator_out(session, state.store, row)
 
 
@@ -55,10 +54,10 @@ def get_emulator(emulator_id: str, state: StateDep, session: SessionDep, princip
 
 
 @router.post("/{emulator_id}/cancel", response_model=EmulatorOut, status_code=status.HTTP_202_ACCEPTED,
-             summary="Cancel a queued or running build",
+             summary="Withdraw your request for an emulator; its build stops when nobody else wants it",
              responses={404: {"description": "not found"}, 409: {"description": "already finished"}})
 def cancel_emulator(emulator_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep) -> EmulatorOut:
     row = visible_emulator(session, principal, emulator_id)
-    service.cancel_emulator(state, row)
+    withdrawn = service.cancel_emulator(session, row, principal)
     session.expire_all()
-    return emulator_out(session, state.store, row)
+    return emulator_out(session, state.store, row).model_copy(update={"withdrawn": withdrawn})

@@ -15,34 +15,32 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
-from model_owner_server.app.api.multipart import parse_multipart, too_large
-from model_owner_server.app.schemas import EvaluationList, EvaluationOut, EvaluationRequest
+from model_owner_server.app.api.multipart import parse_multipart
+from model_owner_server.app.schemas import MAX_EVAL_LIMIT, EvaluationList, EvaluationOut, EvaluationRequest
 from model_owner_server.app.services import evaluations as service
 from model_owner_server.app.services.access import visible_evaluation
+from model_owner_server.app.services.evaluations import MAX_ID_CHARS, MAX_TASK_CHARS
 from model_owner_server.app.services.views import evaluation_out
 from model_owner_server.jobs import queue
 
 router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
-MAX_JSON_BYTES = 64 * 1024
 
 CREATE_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": EvaluationRequest.model_json_schema(),
                          "example": {"adapter_id": "ada-0f1e2d3c4b5a6978", "task": "winowhy", "limit": 200}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["adapter_id", "file"], "properties": {
-        "adapter_id": {"type": "string"},
-        "task": {"type": "string", "description": "a name for this data set (default: custom)"},
-        "limit": {"type": "integer"},
+        "adapter_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+        "task": {"type": "string", "maxLength": MAX_TASK_CHARS,
+                 "description": "a name for this data set (default: custom)"},
+        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_EVAL_LIMIT,
+                  "description": "evaluate on the first N rows (default: every row)"},
         "file": {"type": "string", "format": "binary",
                  "description": 'JSONL rows {"context": str, "choices": [str, ...], "label": int}'}}}},
 }}}
 
 
 async def _json_request(request: Request) -> EvaluationRequest:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise too_large(MAX_JSON_BYTES)
+    body = await request.body()  # the request guard capped it (SCALEOT_MAX_JSON_BYTES) and checked its bounds
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -70,16 +68,11 @@ async def create_evaluation(request: Request, state: StateDep, principal: Princi
         work = Path(tempfile.mkdtemp(prefix="eval-", dir=tmp_root))
         try:
             form = await parse_multipart(request, work, state.settings.max_upload_bytes)
-            files = [f for f in form.files if f.field == "file"]
-            adapter_id = form.fields.get("adapter_id", "").strip()
-            limit_text = form.fields.get("limit", "").strip()
-            if not adapter_id or len(files) != 1 or (limit_text and not limit_text.isdigit()):
-                raise service.unprocessable("multipart evaluation needs field adapter_id, exactly one 'file' "
-                                            "part (multiple-choice JSONL) and an optional integer limit")
-            await run_in_threadpool(service.check_upload, files[0].path, files[0].filename)
-            task = form.fields.get("task", "").strip() or "custom"
-            return await run_in_threadpool(create, adapter_id, task, int(limit_text) if limit_text else None,
-                                           files[0].path)
+            fields = service.upload_fields(form.fields, len([f for f in form.files if f.field == "file"]))
+            upload = next(f for f in form.files if f.field == "file")
+            data = await run_in_threadpool(service.prepare_upload, upload.path, upload.filename, fields.limit,
+                                           work / "data.jsonl")
+            return await run_in_threadpool(create, fields.adapter_id, fields.task, fields.limit, data)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     body = await _json_request(request)

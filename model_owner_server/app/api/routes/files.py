@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
-from model_owner_server.app.api.ranges import Unsatisfiable, parse_range, range_applies
+from model_owner_server.app.api.ranges import Unsatisfiable, none_match, parse_range, range_applies
 from model_owner_server.app.services.access import visible_emulator
 from model_owner_server.db.models import Job, JobState
 from shared.manifest import MANIFEST_NAME, EmulatorManifest
@@ -51,7 +51,7 @@ def download_file(
     etag = f'"{digest}"'
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=0",
                "Content-Disposition": f'attachment; filename="{name}"'}
-    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+    if none_match(if_none_match, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     try:
         wanted = parse_range(range_header, info.size) if range_applies(if_range, etag) else None

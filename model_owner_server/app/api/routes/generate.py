@@ -14,7 +14,9 @@ router = APIRouter(prefix="/v1/adapters", tags=["generation"])
 
 
 @router.post("/{adapter_id}/generate", response_model=GenerateOut, summary="Generate text with the plugged model",
-             responses={404: {"description": "unknown, or another owner's adapter"}})
+             responses={404: {"description": "unknown, or another owner's adapter"},
+                        409: {"description": "the emulator of the adapter is not available"},
+                        422: {"description": "out-of-bounds values; prompt + max_new_tokens over the context window"}})
 def generate_text(adapter_id: str, body: GenerateRequest, state: StateDep, session: SessionDep,
                   principal: PrincipalDep) -> GenerateOut:
     adapter = visible_adapter(session, principal, adapter_id)

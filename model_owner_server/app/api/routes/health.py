@@ -11,7 +11,8 @@ from model_owner_server.app.schemas import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health, summary="Service health (no auth)")
+@router.get("/healthz", response_model=Health, summary="Service health (no auth)",
+            responses={503: {"description": "database unavailable"}})
 def healthz(state: StateDep) -> Health:
     try:
         with state.engine.connect() as connection:

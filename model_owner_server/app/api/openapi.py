@@ -1,0 +1,74 @@
+"""The OpenAPI document lists the error responses every operation can really return.
+
+FastAPI declares only what a route names (plus a 422 with its own validation-error schema). The
+request guard and the dependencies add more, the same way on every route: 401 on every `/v1`
+operation, 403 on admin operations (tag `admin`), 404 where a path names an object, 422 where a
+parameter is validated, 400 where a body is parsed, 413 and 422 on every POST (the guard caps and
+checks any body sent). Every 4xx answer is `{"detail": ...}` (schema `Error`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from model_owner_server.app.api.guard import PROTECTED_PREFIX
+from model_owner_server.app.schemas import ErrorOut
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+ADMIN_TAG = "admin"  # every operation of the admin router needs the admin key
+DESCRIPTIONS = {
+    400: "malformed body: not JSON, or not multipart/form-data where an upload is expected",
+    401: "missing or invalid API key (`Authorization: Bearer <key>`)",
+    403: "a data owner's key on a route for the model owner's admin key",
+    404: "unknown id, or an object of another data owner",
+    413: "body over the cap: SCALEOT_MAX_JSON_BYTES (JSON), SCALEOT_MAX_UPLOAD_BYTES (multipart)",
+    422: "invalid request: out-of-bounds values, JSON beyond the parsing bounds, every problem of an upload",
+}
+
+
+def _codes(path: str, method: str, operation: dict[str, Any]) -> set[int]:
+    codes: set[int] = set()
+    if path.startswith(PROTECTED_PREFIX):
+        codes.add(401)
+    if ADMIN_TAG in operation.get("tags", []):
+        codes.add(403)
+    if "{" in path:
+        codes.add(404)
+    if operation.get("parameters"):
+        codes.add(422)
+    if method == "post":
+        codes |= {413, 422}
+        if "requestBody" in operation:
+            codes.add(400)
+    return codes
+
+
+def _declare(operation: dict[str, Any], codes: set[int]) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    for code in sorted(codes):
+        responses.setdefault(str(code), {"description": DESCRIPTIONS[code]})
+    for code, response in responses.items():
+        if code.startswith("4"):  # FastAPI's own 422 schema does not fit the service's error bodies
+            response["content"] = {"application/json": {"schema": ERROR_REF}}
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            _declare(operation, _codes(path, method, operation))
+    app.openapi_schema = document
+    return document
+
+
+def install(app: FastAPI) -> None:
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
