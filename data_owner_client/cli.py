@@ -48,6 +48,9 @@ def train(
     max_len: Annotated[int, typer.Option(min=8, help="tokens per example")] = 256,
     max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many optimiser steps")] = None,
     seed: int = 0,
+    lora_base: Annotated[str | None, typer.Option(
+        help="LoRA only: base_model_name_or_path to write into adapter_config.json, where PEFT users load the "
+        "full model from (default ./<base model>, relative to the model owner's prepared-models folder)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Tune the emulator's adapter blocks on private data; writes an adapter keyed by full-model blocks."""
@@ -63,7 +66,7 @@ def train(
     try:
         config = TuningConfig(mode=chosen, epochs=epochs, lr=lr or (5e-5 if chosen == "full" else 1e-3),
                               batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, max_steps=max_steps,
-                              seed=seed)
+                              seed=seed, lora_base_path=lora_base)
         train_rows = load_training_jsonl(data)
         valid_rows = load_training_jsonl(valid) if valid is not None else None
     except (DataFormatError, ValidationError, OSError) as exc:

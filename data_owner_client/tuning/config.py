@@ -24,3 +24,7 @@ class TuningConfig(BaseModel):
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_base_path: str | None = Field(
+        None, max_length=400, description="`base_model_name_or_path` written into a LoRA adapter_config.json: "
+        "where PEFT users load the FULL model from (default: ./<base model> for a registered model, the model "
+        "owner's absolute directory for a local one; never a hub id)")
