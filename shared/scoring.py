@@ -45,6 +45,11 @@ class MCResult(BaseModel):
     acc_norm_stderr: float
     predictions: list[MCPrediction]
 
+    @property
+    def correct(self) -> list[int]:
+        """Per-example correctness of `acc` (1 = the argmax choice is the label), in example order."""
+        return [int(p.pred == p.label) for p in self.predictions]
+
 
 def continuation_pair(context: str, choice: str) -> tuple[str, str]:
     """(context, continuation) as the harness scores them: trailing context whitespace moves over."""

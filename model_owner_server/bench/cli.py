@@ -37,45 +37,62 @@ def bench_emulators(
 @bench_app.command("paper-table")
 def bench_paper_table(
     model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
-    tasks: Annotated[str, typer.Option(help="comma-separated built-in tasks")] = "goal_step_wikihow_goal",
+    tasks: Annotated[str | None, typer.Option(help="comma-separated built-in multiple-choice tasks (default: "
+                                                   "the four standard tasks; --quick: goal_step_wikihow_goal)")] = None,
     alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced/dropped")] = 0.5,
-    variants: Annotated[str, typer.Option(help="method:beta list")] = "uniform:0,scaleot:0,scaleot:0.5",
-    quick: Annotated[bool, typer.Option(help="small budget: 96 train / 60 test examples (default 160 / 100)")] = False,
+    variants: Annotated[str, typer.Option(help="method:beta[:alpha] list")] = "uniform:0,scaleot:0,scaleot:0.5",
+    quick: Annotated[bool, typer.Option(help="small budget, one task (under 15 minutes on 2 cores)")] = False,
     n_train: Annotated[int | None, typer.Option(help="override training examples per task")] = None,
-    n_test: Annotated[int | None, typer.Option(help="override test examples per task")] = None,
+    n_valid: Annotated[int | None, typer.Option(help="override validation examples (learning-rate selection)")] = None,
+    n_test: Annotated[int | None, typer.Option(help="override test examples per task (default: whole split)")] = None,
+    seeds: Annotated[str | None, typer.Option(help="comma-separated tuning seeds (default 0,1)")] = None,
+    lr_grid: Annotated[str | None, typer.Option(help="adapter-tuning learning rates to choose from")] = None,
+    full_lr_grid: Annotated[str | None, typer.Option(help="full-parameter fine-tuning learning rates "
+                                                          "('none': no full-parameter row)")] = None,
     epochs: Annotated[int | None, typer.Option(help="override tuning epochs")] = None,
+    fidelity_batches: Annotated[int | None, typer.Option(help="batches for the fidelity metrics (0: skip)")] = None,
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    label: Annotated[str | None, typer.Option(help="file name label (default: model + quick/full)")] = None,
+    label: Annotated[str | None, typer.Option(help="file name label (default: model + quick/standard)")] = None,
+    restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
 ) -> None:
-    """Build emulators, tune on them and on the full model, evaluate the offsite-tuning matrix."""
+    """Offsite-tuning matrix with paired CIs; resumable: the same command again skips finished tasks."""
+    from dataclasses import replace
+
     from model_owner_server import base_models
-    from model_owner_server.bench import paper_table
+    from model_owner_server.bench import options, paper_table
+    from model_owner_server.bench.run_state import StateMismatchError
     from model_owner_server.cli import fail, stage1_with_progress
     from model_owner_server.emulators.profile import Stage1Config
-    from shared.tasks import TASKS
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    unknown = [t for t in names if t not in TASKS]
-    if not names:
-        fail("--tasks needs at least one task name")
-    if unknown:
-        fail(f"unknown task(s) {unknown}; available: {', '.join(TASKS)}")
-    try:
-        parsed = [paper_table.Variant(m.split(":")[0], float(m.split(":")[1])) for m in variants.split(",")]
-    except (IndexError, ValueError):
-        fail(f"--variants must look like uniform:0,scaleot:0.5, not {variants!r}")
-        return
-    if any(v.method not in ("scaleot", "uniform") for v in parsed):
-        fail("--variants methods must be scaleot or uniform")
     budget = paper_table.QUICK if quick else paper_table.STANDARD
-    updates: dict[str, object] = {k: v for k, v in {"n_train": n_train, "n_test": n_test}.items() if v is not None}
-    tuning = budget.tuning if epochs is None else budget.tuning.model_copy(update={"epochs": epochs})
-    budget = paper_table.Budget(**{**budget.__dict__, **updates, "tuning": tuning})
+    try:
+        names = options.parse_tasks(tasks or ",".join(paper_table.QUICK_TASKS if quick else paper_table.STANDARD_TASKS))
+        parsed = options.parse_variants(variants, alpha)
+        updates: dict[str, object] = {k: v for k, v in {"n_train": n_train, "n_valid": n_valid, "n_test": n_test,
+                                                        "fidelity_batches": fidelity_batches}.items() if v is not None}
+        if seeds is not None:
+            updates["seeds"] = options.parse_ints(seeds, "--seeds")
+        if lr_grid is not None:
+            updates["lr_grid"] = options.parse_floats(lr_grid, "--lr-grid")
+        if full_lr_grid is not None:
+            updates["full_lr_grid"] = () if full_lr_grid == "none" else options.parse_floats(full_lr_grid,
+                                                                                             "--full-lr-grid")
+        if epochs is not None:
+            updates["tuning"] = budget.tuning.model_copy(update={"epochs": epochs})
+        budget = replace(budget, **updates)  # type: ignore[arg-type]
+    except ValueError as exc:
+        fail(str(exc))
+        return
     base = base_models.load_base_model(model)
     profile = stage1_with_progress(base, Stage1Config())
-    result = paper_table.run(base, profile, names, alpha, parsed, budget, out,
-                             label or f"{Path(model).name}-{'quick' if quick else 'standard'}")
+    run_label = label or f"{Path(model).name}-{'quick' if quick else 'standard'}"
+    try:
+        result = paper_table.run(base, profile, names, parsed, budget, out, run_label, restart=restart)
+    except StateMismatchError as exc:
+        fail(str(exc))
+        return
     typer.echo(paper_table.markdown(result))
+    typer.echo(f"written to {out / f'paper-table-{run_label}'}.{{json,md,png}}")
 
 
 @bench_app.command("http")

@@ -29,6 +29,9 @@ class Score(BaseModel):
     acc_norm: float | None = None
     acc_norm_stderr: float | None = None
     n: int = 0
+    # per-item correctness of `value` (multiple choice only), for paired statistics in benchmarks; never
+    # serialised, so stored and served matrices keep their shape
+    correct: list[int] | None = Field(default=None, exclude=True)
 
 
 class EvaluationMatrix(BaseModel):
@@ -62,7 +65,7 @@ def score_model(
         mc = [e for e in examples if isinstance(e, MCExample)]
         r = score_multiple_choice(model, tokenizer, mc, batch_size=batch_size, progress=progress)
         return Score(metric="acc", value=r.acc, stderr=r.acc_stderr, acc_norm=r.acc_norm,
-                     acc_norm_stderr=r.acc_norm_stderr, n=r.n)
+                     acc_norm_stderr=r.acc_norm_stderr, n=r.n, correct=r.correct)
     from shared.perplexity import fixed_windows
 
     texts = [e.context + e.target for e in examples if isinstance(e, TrainExample)]

@@ -1,0 +1,60 @@
+"""Parsing of the benchmark commands' list options (shared by paper-table and frontier)."""
+
+from __future__ import annotations
+
+from model_owner_server.bench.task_run import Variant
+from shared.tasks import TASKS
+
+METHODS = ("scaleot", "uniform")
+
+
+def parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{option} must be comma-separated numbers, not {text!r}") from None
+    if not values:
+        raise ValueError(f"{option} needs at least one number")
+    return values
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{option} must be comma-separated integers, not {text!r}") from None
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"{option} needs distinct integers, got {text!r}")
+    return values
+
+
+def parse_tasks(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TASKS]
+    if not names:
+        raise ValueError("--tasks needs at least one task name")
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; available: {', '.join(TASKS)}")
+    non_mc = [t for t in names if TASKS[t].kind != "multiple_choice"]
+    if non_mc:
+        raise ValueError(f"the benchmark needs multiple-choice tasks; {non_mc} are not")
+    return names
+
+
+def parse_variants(text: str, alpha: float) -> list[Variant]:
+    """'method:beta[,...]' at `alpha`, or 'method:beta:alpha' for another alpha."""
+    variants = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        parts = item.split(":")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            variant = Variant(parts[0], float(parts[1]), float(parts[2]) if len(parts) == 3 else alpha)
+        except ValueError:
+            raise ValueError(f"--variants must look like uniform:0,scaleot:0.5[:alpha], not {text!r}") from None
+        if variant.method not in METHODS:
+            raise ValueError(f"--variants methods must be one of {', '.join(METHODS)}, not {variant.method!r}")
+        variants.append(variant)
+    if not variants or len({v.label for v in variants}) != len(variants):
+        raise ValueError(f"--variants needs distinct variants, got {text!r}")
+    return variants

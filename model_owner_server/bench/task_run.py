@@ -1,0 +1,172 @@
+"""One task of the paper-table benchmark: every row of the matrix, for every tuning seed.
+
+Reference rows on the full model: zero-shot, adapter-only tuning (the utility upper bound) and
+full-parameter fine-tuning. Per emulator variant, exactly as the data owner and the model owner do
+it: build the emulator from the profile (artifact on disk), tune the adapter on it with
+`train_adapter`, check the adapter, and evaluate it with the service's `evaluate_adapter` (emulator
+zero-shot, emulator fine-tuned, plug-in). Learning rates come from the validation split
+(`tuning_select`), scores from the test split; the runner never mixes the two.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_owner_client.tuning.config import TuningConfig
+from data_owner_client.tuning.local import train_adapter
+from model_owner_server.base_models import BaseModel
+from model_owner_server.bench.fidelity_probe import measure_fidelity
+from model_owner_server.bench.full_tuning import tuned_copy
+from model_owner_server.bench.records import Cell, TaskResult, VariantRow
+from model_owner_server.bench.tuning_select import LrChoice, select_task_lrs
+from model_owner_server.emulators.build import build_emulator
+from model_owner_server.emulators.profile import ImportanceProfile
+from model_owner_server.emulators.spec import EmulatorSpec
+from model_owner_server.evaluation.matrix import Score, score_model
+from model_owner_server.evaluation.run import evaluate_adapter
+from model_owner_server.plug_in import check_adapter
+from shared.artifacts import load_emulator
+from shared.data_formats import MCExample, TrainExample
+from shared.tasks import TaskData, as_training_examples
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Variant:
+    method: str
+    beta: float
+    alpha: float = 0.5
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} (alpha {self.alpha:g}, beta {self.beta:g})"
+
+
+@dataclass(frozen=True)
+class Budget:
+    n_train: int
+    n_valid: int  # validation examples for the learning-rate selection
+    n_test: int | None  # None: the whole test split
+    seeds: tuple[int, ...]
+    tuning: TuningConfig  # lr and seed are replaced by the selected rate and each seed
+    lr_grid: tuple[float, ...]  # adapter tuning
+    full_lr_grid: tuple[float, ...] = ()  # full-parameter fine-tuning; empty: no full-parameter row
+    fidelity_batches: int = 4
+    grids: dict[str, tuple[float, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("at least one tuning seed")
+        grids = {"adapter": self.lr_grid, **({"full_parameter": self.full_lr_grid} if self.full_lr_grid else {})}
+        object.__setattr__(self, "grids", grids)
+
+
+def prefixed(log: Log, prefix: str) -> Log:
+    return lambda message: log(f"{prefix}: {message}")
+
+
+def adapter_blocks(base: BaseModel, profile: ImportanceProfile) -> list[int]:
+    cfg = profile.meta.config
+    return list(range(cfg.adapter_bottom)) + list(range(base.num_layers - cfg.adapter_top, base.num_layers))
+
+
+def tuning_for(budget: Budget, lr: float, seed: int) -> TuningConfig:
+    return budget.tuning.model_copy(update={"lr": lr, "seed": seed})
+
+
+def split(data: TaskData[MCExample], budget: Budget) -> tuple[list[TrainExample], list[MCExample], list[MCExample]]:
+    """(training examples, validation items, test items) of the budget: prefixes of the pack's splits."""
+    train = as_training_examples(data.train[: budget.n_train])
+    test = data.test if budget.n_test is None else data.test[: budget.n_test]
+    return train, data.validation[: budget.n_valid], test
+
+
+def _reference_rows(base: BaseModel, blocks: list[int], train: list[TrainExample], test: list[MCExample],
+                    budget: Budget, lrs: dict[str, LrChoice], log: Log) -> dict[str, tuple[Cell, list[Score]]]:
+    rows: dict[str, tuple[Cell, list[Score]]] = {}
+    for kind, row in (("adapter", "adapter_tuning_full_model"), ("full_parameter", "full_parameter_fine_tuning")):
+        cell, scores = Cell.empty(), []
+        if kind in lrs:
+            started = time.perf_counter()
+            for seed in budget.seeds:
+                config = tuning_for(budget, lrs[kind].lr, seed)
+                tuned = tuned_copy(base.model, base.tokenizer, kind, blocks, train, config)
+                scores.append(score_model(tuned, base.tokenizer, test))
+                cell.add(scores[-1])
+                del tuned
+                log(f"{row} seed {seed}: acc {scores[-1].value:.3f}")
+            cell.seconds = time.perf_counter() - started
+        rows[row] = (cell, scores)
+    return rows
+
+
+def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, train: list[TrainExample],
+                 test: list[MCExample], budget: Budget, lr: float, known: dict[str, Score], upper: list[Score],
+                 workdir: Path, task: str, log: Log) -> VariantRow:
+    cfg = profile.meta.config
+    spec = EmulatorSpec(base_model=base.name, method=variant.method, alpha=variant.alpha, beta=variant.beta,
+                        adapter_bottom=cfg.adapter_bottom, adapter_top=cfg.adapter_top)
+    emu_dir = workdir / f"{variant.method}-{variant.alpha:g}-{variant.beta:g}" / "emulator"
+    manifest = build_emulator(base, spec, profile, emu_dir)
+    emulator, _, _ = load_emulator(emu_dir)
+    fidelity = measure_fidelity(base, emulator, manifest, train, budget.fidelity_batches)
+    row = VariantRow(variant=variant.label, method=variant.method, alpha=variant.alpha, beta=variant.beta,
+                     emulator_id=manifest.emulator_id, fidelity=fidelity, emulator_zero_shot=Cell.empty(),
+                     emulator_fine_tuned=Cell.empty(), plug_in=Cell.empty())
+    started = time.perf_counter()
+    rows = dict(known)
+    tps = []
+    for seed, upper_score in zip(budget.seeds, upper, strict=True):
+        adapter_dir = emu_dir.parent / f"adapter-seed{seed}"
+        tuned = train_adapter(emu_dir, train, None, tuning_for(budget, lr, seed), adapter_dir)
+        tps.append(tuned.tokens_per_second)
+        del tuned
+        adapter = check_adapter(adapter_dir, base, manifest)
+        matrix = evaluate_adapter(base, emulator, manifest, adapter, task, test,
+                                  known={**rows, "full_fine_tuning": upper_score})
+        rows["emulator_zero_shot"] = matrix.rows["emulator_zero_shot"]  # seed-independent: scored once
+        row.emulator_fine_tuned.add(matrix.rows["emulator_fine_tuned"])
+        row.plug_in.add(matrix.rows["plug_in"])
+        row.matrices.append(matrix.model_dump())
+        log(f"{variant.label} seed {seed}: emu ft {matrix.rows['emulator_fine_tuned'].value:.3f} plug-in "
+            f"{matrix.rows['plug_in'].value:.3f} (emu zs {matrix.rows['emulator_zero_shot'].value:.3f})")
+    row.emulator_zero_shot.add(rows["emulator_zero_shot"])
+    row.plug_in.seconds = time.perf_counter() - started
+    row.emulator_tokens_per_second = sum(tps) / len(tps)
+    return row
+
+
+def run_task(base: BaseModel, profile: ImportanceProfile, data: TaskData[MCExample], variants: list[Variant],
+             budget: Budget, workdir: Path, log: Log = lambda _: None,
+             lrs: dict[str, LrChoice] | None = None) -> TaskResult:
+    """All rows of one task. `lrs`: learning rates already chosen for this task (else chosen here)."""
+    started = time.perf_counter()
+    task = data.spec.name
+    train, validation, test = split(data, budget)
+    log(f"{task}: {len(train)} train, {len(validation)} validation, {len(test)} test examples")
+    blocks = adapter_blocks(base, profile)
+    if lrs is None or set(lrs) != set(budget.grids):
+        lrs = select_task_lrs(base.model, base.tokenizer, blocks, train, validation,
+                              tuning_for(budget, budget.lr_grid[0], budget.seeds[0]), budget.grids, log)
+    log(f"{task}: learning rates " + ", ".join(f"{k} {c.lr:g}" for k, c in lrs.items()))
+
+    full_zero = score_model(base.model, base.tokenizer, test)
+    zero_cell = Cell.empty()
+    zero_cell.add(full_zero)
+    log(f"{task}: full zero-shot acc {full_zero.value:.3f}")
+    reference = _reference_rows(base, blocks, train, test, budget, lrs, log)
+    upper_cell, upper_scores = reference["adapter_tuning_full_model"]
+    rows = [
+        _variant_row(base, profile, v, train, test, budget, lrs["adapter"].lr, {"full_zero_shot": full_zero},
+                     upper_scores, workdir / task, task, log)
+        for v in variants
+    ]
+    return TaskResult(task=task, chance=sum(1 / len(e.choices) for e in test) / len(test), n_train=len(train),
+                      n_valid=len(validation), n_test=len(test), seeds=list(budget.seeds), lr=lrs,
+                      full_zero_shot=zero_cell, adapter_tuning_full_model=upper_cell,
+                      full_parameter_fine_tuning=reference["full_parameter_fine_tuning"][0], rows=rows,
+                      seconds=time.perf_counter() - started)
