@@ -9,9 +9,10 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from data_owner_client.commands import adapters, config, data, emulators, evals
+from shared.progress import progress
 
 app = typer.Typer(help="ScaleOT data-owner tools: get an emulator, tune the adapter locally on private data, "
                   "upload only the adapter, evaluate and generate.", no_args_is_help=True)
@@ -76,11 +77,10 @@ def train(
                TextColumn("epoch {task.fields[epoch]} loss {task.fields[loss]:.3f}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=err) as progress:
-            task = progress.add_task("tune", total=None, epoch=0, loss=float("nan"))
+        with progress(err, "tuning adapter", columns, epoch=0, loss=float("nan")) as reporter:
 
             def report(p: TuningProgress) -> None:
-                progress.update(task, completed=p.step, total=p.total, epoch=p.epoch, loss=p.loss)
+                reporter.update(p.step, total=p.total, epoch=p.epoch, loss=p.loss)
 
             result = train_adapter(emulator, train_rows, valid_rows, config, out, on_progress=report)
     except ArtifactError as exc:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -31,6 +30,7 @@ from model_owner_server.emulators.stage1 import Stage1Progress
 from shared.assets import AssetError
 from shared.blocks import UnsupportedModelError
 from shared.manifest import EmulatorOptions
+from shared.progress import ProgressReporter, progress
 
 app = typer.Typer(help="ScaleOT model-owner tools: base models, emulators, benchmarks.", no_args_is_help=True)
 models_app = typer.Typer(help="Base models the owner serves.", no_args_is_help=True)
@@ -105,9 +105,12 @@ def data_fetch(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
             typer.echo(f"{requirement}: {path}")
 
 
+STAGE1_LABEL = "stage 1 (Dynamic LayerReplace)"
+
+
 def _stage1_columns() -> tuple[ProgressColumn, ...]:
     return (
-        TextColumn("stage 1 (Dynamic LayerReplace)"),
+        TextColumn(STAGE1_LABEL),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f} reward {task.fields[reward]:.3f}"),
@@ -126,13 +129,21 @@ def stage1_with_progress(base: base_models.BaseModel, config: Stage1Config) -> I
         if cached is not None:
             err.print(f"using cached stage-1 profile {cached.meta.profile_id}")
             return cached
-        with Progress(*_stage1_columns(), console=err, transient=False) as progress:
-            task = progress.add_task("stage1", total=config.steps, loss=float("nan"), reward=float("nan"))
+        with _stage1_progress(config) as reporter:
+            return ensure_profile(base, config, on_progress=_stage1_report(reporter))
 
-            def report(p: Stage1Progress) -> None:
-                progress.update(task, completed=p.step, loss=p.loss, reward=p.reward)
 
-            return ensure_profile(base, config, on_progress=report)
+def _stage1_progress(config: Stage1Config) -> AbstractContextManager[ProgressReporter]:
+    """A bar on a terminal, plain lines (step, percent, elapsed, estimate) without one."""
+    return progress(err, STAGE1_LABEL, _stage1_columns(), total=config.steps, loss=float("nan"),
+                    reward=float("nan"))
+
+
+def _stage1_report(reporter: ProgressReporter) -> Callable[[Stage1Progress], None]:
+    def report(p: Stage1Progress) -> None:
+        reporter.update(p.step, total=p.total, loss=p.loss, reward=p.reward)
+
+    return report
 
 
 @contextmanager
@@ -237,16 +248,10 @@ def emulators_stage1(
             with profile_lock_noting(pid):
                 found = find_profile(pid)
                 if found is None:
-                    with Progress(*_stage1_columns(), console=err) as progress:
-                        task = progress.add_task("stage1", total=config.steps, loss=float("nan"),
-                                                 reward=float("nan"))
-
-                        def report(p: Stage1Progress) -> None:
-                            progress.update(task, completed=p.step, loss=p.loss, reward=p.reward)
-
-                        with tempfile.TemporaryDirectory(prefix="scaleot-stage1-") as work:
-                            run_stage1_processes(model, config, nproc, Path(work), device=device,
-                                                 on_progress=report)
+                    with _stage1_progress(config) as reporter, \
+                            tempfile.TemporaryDirectory(prefix="scaleot-stage1-") as work:
+                        run_stage1_processes(model, config, nproc, Path(work), device=device,
+                                             on_progress=_stage1_report(reporter))
                     found = find_profile(pid)
             if found is None:
                 fail(f"stage 1 finished but profile {pid} is not in the cache", 1)
@@ -265,6 +270,40 @@ def emulators_stage1(
     order = sorted(meta.middle, key=lambda i: profile.importance_of()[i])
     typer.echo(f"{meta.profile_id}: {len(meta.curve)} steps, final DL loss {meta.curve[-1].loss:.4f}; "
                f"middle blocks, least important first: {' '.join(map(str, order))}")
+
+
+@emulators_app.command("recommend")
+def emulators_recommend(
+    privacy_gap: Annotated[float, typer.Option(help="wanted privacy gap (plug-in - emulator fine-tuned, points)")],
+    model: Annotated[str, typer.Option(help="base model (finds results/frontier-<model>.json)")] = "smollm2-135m",
+    frontier: Annotated[Path | None, typer.Option(help="a frontier JSON (scaleot-server bench frontier)")] = None,
+    conservative: Annotated[bool, typer.Option(help="the CI's lower end, not the mean, must reach the gap")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The (alpha, beta) to ship for a wanted privacy gap, read off a measured privacy-utility frontier."""
+    from model_owner_server.bench.recommend import NoRecommendationError, load_frontier, recommended_point
+
+    path = frontier or Path("results") / f"frontier-{Path(model).name}.json"
+    try:
+        point = recommended_point(load_frontier(path), privacy_gap, conservative=conservative)
+    except FileNotFoundError:
+        fail(f"no frontier at {path}: run `scaleot-server bench frontier --model {model}` or pass --frontier")
+        return
+    except NoRecommendationError as exc:
+        fail(str(exc), 1)
+        return
+    except ValueError as exc:
+        fail(one_line(exc))
+        return
+    if as_json:
+        typer.echo(json.dumps({"alpha": point["alpha"], "beta": point["beta"], "point": point, "frontier": str(path)}))
+        return
+    pg, ug = point["privacy_gap"], point["utility_gap"]
+    typer.echo(f"alpha {point['alpha']:g}, beta {point['beta']:g}: privacy gap {pg['mean']:+.1f} "
+               f"[{pg['ci95'][0]:+.1f}, {pg['ci95'][1]:+.1f}], utility gap {ug['mean']:+.1f} "
+               f"[{ug['ci95'][0]:+.1f}, {ug['ci95'][1]:+.1f}] points (from {path})")
+    typer.echo(f"scaleot-server emulators build --model {model} --method scaleot --alpha {point['alpha']:g} "
+               f"--beta {point['beta']:g} --out out/emu")
 
 
 def main() -> None:

@@ -4,8 +4,14 @@
 # built-in task: request a ScaleOT emulator, download + verify it, tune the adapter locally, upload
 # only the adapter, evaluate (the Offsite-Tuning matrix) and generate with the plugged model.
 # Usage: bash scripts/demo.sh        (env: DEMO_DIR, DEMO_TASK, DEMO_TRAIN, DEMO_TEST, PORT)
+#        bash scripts/demo.sh > log  (no terminal: everything goes to the log, progress as plain lines:
+#                                     step, percent, elapsed, estimate, every SCALEOT_PROGRESS_INTERVAL s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -t 1 ]; then
+  exec 2>&1
+  export SCALEOT_PROGRESS=plain
+fi
 START=$(date +%s)
 bash scripts/install.sh server,client,bench
 . .venv/bin/activate
@@ -19,7 +25,10 @@ export SCALEOT_DATA_DIR="$DEMO_DIR/server"
 export SCALEOT_MODELS='["smollm2-135m"]'
 export SCALEOT_CONFIG_DIR="$DEMO_DIR/client-config"
 export SCALEOT_ADMIN_KEY="${SCALEOT_ADMIN_KEY:-$(python -c 'import secrets; print(secrets.token_urlsafe(32))')}"
-step() { printf '\n\033[1m== %s (%ss)\033[0m\n' "$1" "$(( $(date +%s) - START ))"; }
+step() {
+  if [ -t 1 ]; then printf '\n\033[1m== %s (%ss)\033[0m\n' "$1" "$(( $(date +%s) - START ))"
+  else printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - START ))"; fi
+}
 field() { python -c "import json, sys; print(json.load(sys.stdin)$1)"; }
 
 step "model owner: start the service on $URL (log: $DEMO_DIR/server.log)"

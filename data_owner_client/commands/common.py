@@ -48,17 +48,18 @@ def connect(url: str | None, api_key: str | None, profile: str | None) -> Iterat
 
 def wait_with_progress(label: str, wait: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]]
                        ) -> dict[str, Any]:
-    """Run `wait(on_status)` showing the job's state, message and progress as a bar."""
-    from rich.progress import BarColumn, Progress, TextColumn
+    """Run `wait(on_status)` showing the job's state, message and progress: a bar on a terminal, plain
+    lines (state, message, percent, elapsed, estimate) without one (CI, nohup, output to a file)."""
+    from rich.progress import BarColumn, TextColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  console=err) as progress:
-        task = progress.add_task(label, total=1.0)
+    from shared.progress import progress
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
+    with progress(err, label, columns, total=1.0, unit=None) as reporter:
 
         def show(item: dict[str, Any]) -> None:
             status = item["status"]
-            progress.update(task, completed=status["progress"],
-                            description=f"{status['state']}: {status.get('message') or label}")
+            reporter.update(status["progress"], description=f"{status['state']}: {status.get('message') or label}")
 
         return wait(show)
 

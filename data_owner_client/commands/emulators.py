@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from data_owner_client.commands.common import (
@@ -21,6 +21,7 @@ from data_owner_client.commands.common import (
     wait_with_progress,
 )
 from data_owner_client.download import DownloadProgress
+from shared.progress import progress
 
 app = typer.Typer(help="Request, watch and download emulators.", no_args_is_help=True)
 
@@ -89,6 +90,10 @@ def list_emulators(url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileO
     emit(as_json, items, table)
 
 
+def megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
 @app.command("download")
 def download(
     emulator_id: str,
@@ -96,13 +101,12 @@ def download(
     url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Download (resuming an interrupted download), verify every sha256, rename into place."""
-    with connect(url, api_key, profile) as client, Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err
-    ) as progress:
-        task = progress.add_task(f"downloading {emulator_id}", total=None)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with connect(url, api_key, profile) as client, progress(err, f"downloading {emulator_id}", columns, unit="",
+                                                            count=megabytes) as reporter:
 
         def show(p: DownloadProgress) -> None:
-            progress.update(task, completed=p.done, total=p.total, description=p.name)
+            reporter.update(p.done, total=p.total, description=p.name)
 
         result = client.download_emulator(emulator_id, out_dir, on_progress=show)
     resumed = sum(result.resumed.values())

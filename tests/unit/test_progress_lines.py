@@ -1,0 +1,113 @@
+"""Progress without a terminal: plain lines (step, percent, elapsed, estimate) at a modest interval,
+from the library and from both command lines."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from data_owner_client.cli import app as client_app
+from data_owner_client.commands.common import wait_with_progress
+from model_owner_server.base_models import load_base_model
+from model_owner_server.cli import app as server_app
+from model_owner_server.emulators.build import build_emulator
+from model_owner_server.emulators.spec import EmulatorSpec
+from shared.progress import PlainProgress, duration, plain_wanted
+
+runner = CliRunner()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_lines_at_an_interval_with_percent_elapsed_and_estimate() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    bar = PlainProgress("stage 1", 200, Console(file=out), interval=30, clock=clock)
+    bar.update(1, loss=3.5)
+    for step, now in [(10, 10.0), (30, 29.0), (41, 30.0), (60, 45.0), (200, 50.0), (200, 70.0)]:
+        clock.now = now
+        bar.update(step, loss=2.0)
+    assert out.getvalue().splitlines() == [
+        "stage 1: step 1/200 (0%), elapsed 0s, loss 3.500",
+        "stage 1: step 41/200 (20%), elapsed 30s, about 1m59s left, loss 2.000",  # 40 steps in 30 s
+        "stage 1: step 200/200 (100%), elapsed 50s, about 0s left, loss 2.000",  # the end, once
+    ]
+
+
+def test_fractions_and_byte_counts() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    job = PlainProgress("building e1", 1.0, Console(file=out), unit=None, interval=0, clock=clock)
+    job.update(0.25, description="running: stage 1 step 50/200")
+    clock.now = 60.0
+    job.update(0.5, description="running: stage 1 step 100/200")
+    download = PlainProgress("downloading", 4e6, Console(file=out), unit="", interval=0, clock=clock,
+                             count=lambda n: f"{n / 1e6:.1f} MB")
+    download.update(1e6, description="emulator.safetensors")
+    assert out.getvalue().splitlines() == [
+        "running: stage 1 step 50/200: 25%, elapsed 0s",
+        "running: stage 1 step 100/200: 50%, elapsed 1m00s, about 2m00s left",
+        "emulator.safetensors: 1.0 MB/4.0 MB (25%), elapsed 0s",
+    ]
+    assert duration(3725) == "1h02m"
+
+
+def test_plain_without_a_terminal_bar_on_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCALEOT_PROGRESS", raising=False)
+    assert plain_wanted(Console(file=io.StringIO()))
+    assert not plain_wanted(Console(file=io.StringIO(), force_terminal=True))
+    monkeypatch.setenv("SCALEOT_PROGRESS", "plain")
+    assert plain_wanted(Console(file=io.StringIO(), force_terminal=True))
+
+
+@pytest.fixture
+def every_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEOT_PROGRESS_INTERVAL", "0")
+    monkeypatch.delenv("SCALEOT_PROGRESS", raising=False)
+
+
+def test_scaleot_train_prints_progress_lines(tmp_path: Path, every_update: None) -> None:
+    base = load_base_model("tiny-opt")
+    build_emulator(base, EmulatorSpec(base_model="tiny-opt", method="uniform", alpha=0.5, adapter_bottom=1,
+                                      adapter_top=1), None, tmp_path / "emu")
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"context": f"q{i}", "target": " a"}) + "\n" for i in range(8)))
+    result = runner.invoke(client_app, ["train", "--emulator", str(tmp_path / "emu"), "--data", str(data),
+                                        "--out", str(tmp_path / "ad"), "--epochs", "2", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert "tuning adapter: step 1/4 (25%), elapsed" in result.output
+    assert "tuning adapter: step 4/4 (100%), elapsed" in result.output and "about 0s left" in result.output
+
+
+def test_scaleot_wait_prints_progress_lines(capsys: pytest.CaptureFixture[str], every_update: None) -> None:
+    def wait(show: Any) -> dict[str, Any]:
+        for fraction, message in [(0.1, "stage 1 step 20/200"), (0.5, "stage 1 step 100/200"), (1.0, "done")]:
+            item = {"status": {"state": "running" if fraction < 1 else "succeeded", "progress": fraction,
+                               "message": message}}
+            show(item)
+        return item
+
+    assert wait_with_progress("building e1", wait)["status"]["state"] == "succeeded"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("running: stage 1 step 20/200: 10%, elapsed 0s")
+    assert lines[-1].startswith("succeeded: done: 100%, elapsed") and "about 0s left" in lines[-1]
+
+
+def test_scaleot_server_stage1_prints_progress_lines(every_update: None) -> None:
+    result = runner.invoke(server_app, ["emulators", "stage1", "--model", "tiny-llama", "--steps", "3",
+                                        "--batch-size", "2", "--seq-len", "32", "--harmonizer-rank", "8",
+                                        "--adapter-bottom", "1", "--adapter-top", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("stage 1 (Dynamic LayerReplace)")]
+    assert lines[-1].startswith("stage 1 (Dynamic LayerReplace): step 3/3 (100%), elapsed")
+    assert "loss" in lines[-1] and "reward" in lines[-1]
