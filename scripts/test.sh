@@ -9,6 +9,8 @@ bash scripts/install.sh
 ruff check .
 mypy
 python -m pytest -q --durations=15 "$@"
+echo "== API fuzz: schemathesis from the OpenAPI document against a real server on loopback (data-owner + admin key)"
+python scripts/fuzz_api.py --max-time 60 --max-examples 30 --out "${TMPDIR:-/tmp}/scaleot-api-fuzz.json"
 
 pgdir=$(mktemp -d "${TMPDIR:-/tmp}/scaleot-pg.XXXXXX")
 trap 'bash scripts/postgres.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
