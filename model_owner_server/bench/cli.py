@@ -95,6 +95,56 @@ def bench_paper_table(
     typer.echo(f"written to {out / f'paper-table-{run_label}'}.{{json,md,png}}")
 
 
+@bench_app.command("frontier")
+def bench_frontier(
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    tasks: Annotated[str, typer.Option(help="one or two built-in multiple-choice tasks")] = "bbc_news",
+    alphas: Annotated[str, typer.Option(help="alphas of the grid")] = "0.25,0.5,0.75",
+    betas: Annotated[str, typer.Option(help="betas of the grid (ScaleOT; uniform runs at beta 0)")] = "0,0.25,0.5,0.75",
+    quick: Annotated[bool, typer.Option(help="small budget: 64 train / 120 test examples, fixed lr")] = False,
+    n_train: Annotated[int | None, typer.Option(help="override training examples per task")] = None,
+    n_test: Annotated[int | None, typer.Option(help="override test examples per task (default: whole split)")] = None,
+    seeds: Annotated[str | None, typer.Option(help="comma-separated tuning seeds (default 0)")] = None,
+    lr_grid: Annotated[str | None, typer.Option(help="adapter-tuning learning rates to choose from")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    label: Annotated[str | None, typer.Option(help="file name label (default: model [+ -quick])")] = None,
+    restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
+) -> None:
+    """Sweep (alpha, beta) from one profile: privacy-utility frontier and the recommended dial settings."""
+    from dataclasses import replace
+
+    from model_owner_server import base_models
+    from model_owner_server.bench import frontier, frontier_report, options
+    from model_owner_server.bench.run_state import StateMismatchError
+    from model_owner_server.cli import fail, stage1_with_progress
+    from model_owner_server.emulators.profile import Stage1Config
+
+    budget = frontier.QUICK if quick else frontier.STANDARD
+    try:
+        names = options.parse_tasks(tasks)
+        alpha_grid = options.parse_floats(alphas, "--alphas")
+        beta_grid = options.parse_floats(betas, "--betas")
+        updates: dict[str, object] = {k: v for k, v in {"n_train": n_train, "n_test": n_test}.items() if v is not None}
+        if seeds is not None:
+            updates["seeds"] = options.parse_ints(seeds, "--seeds")
+        if lr_grid is not None:
+            updates["lr_grid"] = options.parse_floats(lr_grid, "--lr-grid")
+        budget = replace(budget, **updates)  # type: ignore[arg-type]
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    base = base_models.load_base_model(model)
+    profile = stage1_with_progress(base, Stage1Config())
+    run_label = label or f"{Path(model).name}{'-quick' if quick else ''}"
+    try:
+        result = frontier.run(base, profile, names, alpha_grid, beta_grid, budget, out, run_label, restart=restart)
+    except StateMismatchError as exc:
+        fail(str(exc))
+        return
+    typer.echo(frontier_report.markdown(result))
+    typer.echo(f"written to {out / f'frontier-{run_label}'}.{{json,md,png}}")
+
+
 @bench_app.command("http")
 def bench_http(
     model: Annotated[str, typer.Option(help="base model of the emulator (local server mode)")] = "tiny-llama",

@@ -14,7 +14,7 @@ TASK_NOTE = (
     "pack, for one standard error of at most about 2.5 points.")
 
 
-def _ci(gap: dict[str, Any] | None) -> str:
+def format_ci(gap: dict[str, Any] | None) -> str:
     if not gap:
         return "-"
     lo, hi = gap["ci95"]
@@ -29,7 +29,7 @@ def _acc(cell: dict[str, Any], n: int) -> str:
     return f"{100 * p:.1f} ± {100 * math.sqrt(p * (1 - p) / n):.1f}"
 
 
-def _num(value: float | None, digits: int = 1) -> str:
+def format_num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
@@ -45,11 +45,11 @@ def _summary_table(result: dict[str, Any]) -> list[str]:
              "utility gap (full-parameter) | plug-in vs uniform | emulator ppl | KD error | grad cosine per block |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for s in result["summary"]:
-        lines.append(
-            f"| {s['variant']} | {s['plug_in']['mean']:.1f} | {s['emulator_fine_tuned']['mean']:.1f} | "
-            f"{_ci(s['privacy_gap'])} | {_ci(s['utility_gap'])} | {_ci(s['utility_gap_full_parameter'])} | "
-            f"{_ci(s['plug_in_vs_uniform'])} | {_num(s['emulator_ppl'])} | {_num(s['kd_error'], 3)} | "
-            f"{_cosines(s['grad_cosine'])} |")
+        cells = [s["variant"], f"{s['plug_in']['mean']:.1f}", f"{s['emulator_fine_tuned']['mean']:.1f}",
+                 format_ci(s["privacy_gap"]), format_ci(s["utility_gap"]), format_ci(s["utility_gap_full_parameter"]),
+                 format_ci(s["plug_in_vs_uniform"]), format_num(s["emulator_ppl"]), format_num(s["kd_error"], 3),
+                 _cosines(s["grad_cosine"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
@@ -66,7 +66,7 @@ def _task_table(result: dict[str, Any]) -> list[str]:
             cells += [_acc(row[r], n) for r in ("emulator_zero_shot", "emulator_fine_tuned", "plug_in")]
             gaps = intervals[row["variant"]]
             lines.append(f"| {t['task']} (chance {100 * t['chance']:.0f}) | {row['variant']} | " + " | ".join(cells)
-                         + f" | {_ci(gaps['privacy_gap'])} | {_ci(gaps['utility_gap'])} |")
+                         + f" | {format_ci(gaps['privacy_gap'])} | {format_ci(gaps['utility_gap'])} |")
     return [*lines, ""]
 
 
@@ -86,8 +86,8 @@ def _fidelity_table(result: dict[str, Any]) -> list[str]:
     for t in result["tasks"]:
         for row in t["rows"]:
             f = row.get("fidelity") or {}
-            lines.append(f"| {t['task']} | {row['variant']} | {_num(f.get('perplexity'))} | "
-                         f"{_num(f.get('kd_error'), 3)} | {_cosines(f.get('grad_cosine'))} |")
+            lines.append(f"| {t['task']} | {row['variant']} | {format_num(f.get('perplexity'))} | "
+                         f"{format_num(f.get('kd_error'), 3)} | {_cosines(f.get('grad_cosine'))} |")
     return [*lines, ""]
 
 

@@ -60,8 +60,8 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def state_path(out_dir: Path, label: str) -> Path:
-    return out_dir / f".paper-table-{label}.state.json"
+def state_path(out_dir: Path, label: str, prefix: str = "paper-table") -> Path:
+    return out_dir / f".{prefix}-{label}.state.json"
 
 
 def run_config(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants: list[Variant],
@@ -79,13 +79,14 @@ def budget_json(budget: Budget) -> dict[str, Any]:
 
 def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants: list[Variant], budget: Budget,
         out_dir: Path, label: str, restart: bool = False, load_task: TaskLoader = load_mc_task,
-        log: Log = _log) -> dict[str, Any]:
+        log: Log = _log, prefix: str = "paper-table") -> dict[str, Any]:
+    """Files: `<out_dir>/<prefix>-<label>.{json,md,png}`, state `<out_dir>/.<prefix>-<label>.state.json`."""
     config = run_config(base, profile, tasks, variants, budget)
-    path = state_path(out_dir, label)
+    path = state_path(out_dir, label, prefix)
     state = open_state(path, config, restart)
     if state.tasks:
         log(f"resuming {path}: finished {', '.join(state.tasks)}")
-    result = _write(base, profile, state.tasks, budget, out_dir, label) if state.tasks else {}
+    result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}") if state.tasks else {}
     blocks = adapter_blocks(base, profile)
     with tempfile.TemporaryDirectory(prefix="scaleot-paper-table-") as tmp:
         for task in tasks:
@@ -102,12 +103,12 @@ def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants:
             state.tasks[task] = run_task(base, profile, data, variants, budget, Path(tmp),
                                          prefixed(log, task), lrs=state.lrs[task])
             save_state(path, state)
-            result = _write(base, profile, state.tasks, budget, out_dir, label)
+            result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
     return result
 
 
-def _write(base: BaseModel, profile: ImportanceProfile, tasks: dict[str, Any], budget: Budget, out_dir: Path,
-           label: str) -> dict[str, Any]:
+def _write(base: BaseModel, profile: ImportanceProfile, tasks: dict[str, Any], budget: Budget,
+           stem: Path) -> dict[str, Any]:
     finished = list(tasks.values())
     result = {
         "benchmark": "paper-table", "model": base.name, "profile_id": profile.meta.profile_id,
@@ -115,15 +116,14 @@ def _write(base: BaseModel, profile: ImportanceProfile, tasks: dict[str, Any], b
         "host": {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "seconds": sum(t.seconds for t in finished),
         "summary": summarize(finished),
-        "task_intervals": {t.task: {v: {k: i.model_dump() for k, i in gaps.items()}
+        "task_intervals": {t.task: {v: {k: i.model_dump(mode="json") for k, i in gaps.items()}
                                     for v, gaps in task_intervals(t).items()} for t in finished},
         "tasks": [t.model_dump() for t in finished],
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"paper-table-{label}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".md").write_text(paper_report.markdown(result))
-    paper_report.chart(result, stem.with_suffix(".png"))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.parent.joinpath(f"{stem.name}.json").write_text(json.dumps(result, indent=1))
+    stem.parent.joinpath(f"{stem.name}.md").write_text(paper_report.markdown(result))
+    paper_report.chart(result, stem.parent / f"{stem.name}.png")
     return result
 
 

@@ -97,7 +97,8 @@ def summarize(tasks: list[TaskResult], n_boot: int = 2000) -> list[dict[str, Any
         }
         for name in ("utility_gap", "privacy_gap", "utility_gap_full_parameter", "plug_in_vs_uniform"):
             # a gap missing on some task (no uniform reference there) is averaged over the tasks that have it
-            entry[name] = bootstrap_mean(per_gap[name], n_boot=n_boot).model_dump() if name in per_gap else None
+            interval = bootstrap_mean(per_gap[name], n_boot=n_boot) if name in per_gap else None
+            entry[name] = interval.model_dump(mode="json") if interval is not None else None
         for cell in ("plug_in", "emulator_fine_tuned", "emulator_zero_shot"):
             entry[cell] = {"mean": float(np.mean([100 * getattr(row, cell).mean for row in rows]))}
         entry["upper_bound"] = {"mean": float(np.mean([100 * t.adapter_tuning_full_model.mean for t, _ in pairs]))}

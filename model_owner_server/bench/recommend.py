@@ -1,0 +1,63 @@
+"""Which (alpha, beta) a model owner should ship for a wanted privacy gap, read off a measured frontier.
+
+The rule (docs/method-notes.md, "Privacy as a dial"):
+1. Candidates: the frontier's points of the method (ScaleOT by default) whose mean privacy gap
+   (plug-in - emulator fine-tuned, points, mean over the frontier's tasks) reaches the target AND
+   whose 95% CI lies above 0, so the emulator is measurably worse than the plug-in. With
+   `conservative`, the CI's lower end itself must reach the target.
+2. Among them, the smallest mean utility gap (adapter-only tuning on the full model - plug-in):
+   the data owner loses least. Ties: the larger privacy gap, then the larger alpha (fewer of the
+   owner's original blocks leave the house, and the emulator is cheaper to tune), then the
+   smaller beta.
+3. No candidate: no measured point gives that privacy; `NoRecommendationError` says the largest
+   privacy gap measured, so the owner can lower the target or measure a larger alpha / beta.
+Pure: reads only the frontier JSON (`frontier.run`'s result), no model, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class NoRecommendationError(ValueError):
+    """No measured (alpha, beta) reaches the wanted privacy gap."""
+
+
+def _eligible(point: dict[str, Any], target: float, conservative: bool) -> bool:
+    gap = point.get("privacy_gap")
+    if not gap or point.get("utility_gap") is None:
+        return False
+    lo = float(gap["ci95"][0])
+    return lo > 0 and (lo if conservative else float(gap["mean"])) >= target
+
+
+def recommended_point(frontier: dict[str, Any], target_privacy_gap: float, method: str = "scaleot",
+                      conservative: bool = False) -> dict[str, Any]:
+    """The frontier point the rule picks (see the module docstring)."""
+    points = [p for p in frontier.get("points", []) if p.get("method") == method]
+    if not points:
+        raise NoRecommendationError(f"the frontier has no {method} points")
+    candidates = [p for p in points if _eligible(p, target_privacy_gap, conservative)]
+    if not candidates:
+        best = max(points, key=lambda p: p["privacy_gap"]["mean"] if p.get("privacy_gap") else float("-inf"))
+        gap = best.get("privacy_gap") or {"mean": float("nan"), "ci95": [float("nan")] * 2}
+        raise NoRecommendationError(
+            f"no measured {method} point reaches a privacy gap of {target_privacy_gap:g} points with its 95% CI "
+            f"above 0; the largest is {gap['mean']:+.1f} [{gap['ci95'][0]:+.1f}, {gap['ci95'][1]:+.1f}] at "
+            f"alpha {best['alpha']:g}, beta {best['beta']:g}")
+    return min(candidates, key=lambda p: (p["utility_gap"]["mean"], -p["privacy_gap"]["mean"], -p["alpha"], p["beta"]))
+
+
+def recommend(frontier_result: dict[str, Any], target_privacy_gap: float) -> tuple[float, float]:
+    """(alpha, beta) of the ScaleOT point with the least utility gap whose privacy gap reaches the target."""
+    point = recommended_point(frontier_result, target_privacy_gap)
+    return float(point["alpha"]), float(point["beta"])
+
+
+def load_frontier(path: Path) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text())
+    if data.get("benchmark") != "frontier" or "points" not in data:
+        raise ValueError(f"{path} is not a frontier result (scaleot-server bench frontier writes one)")
+    return dict(data)
