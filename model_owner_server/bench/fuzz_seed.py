@@ -141,7 +141,7 @@ def make_lora_files(emulator_dir: Path, out: Path) -> dict[str, bytes]:
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.05)
-    model.save_pretrained(out)
+    model.save_pretrained(str(out))
     save_file(load_file(out / PEFT_WEIGHTS), out / PEFT_WEIGHTS, metadata={"format": "pt",
                                                                          "emulator_id": manifest.emulator_id})
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}

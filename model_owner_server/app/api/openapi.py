@@ -50,8 +50,8 @@ def _declare(operation: dict[str, Any], codes: set[int]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     for code in sorted(codes):
         responses.setdefault(str(code), {"description": DESCRIPTIONS[code]})
-    for code, response in responses.items():
-        if code.startswith("4"):  # FastAPI's own 422 schema does not fit the service's error bodies
+    for status, response in responses.items():
+        if status.startswith("4"):  # FastAPI's own 422 schema does not fit the service's error bodies
             response["content"] = {"application/json": {"schema": ERROR_REF}}
 
 
