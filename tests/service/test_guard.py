@@ -64,6 +64,8 @@ def test_declared_oversize_json_is_413_at_once(app: Any) -> None:
     chunked = client.post("/v1/owners", content=iter([b'{"name": "', b"a" * 5000, b'"}']),
                           headers={**ADMIN, "Content-Type": "application/json"})
     assert chunked.status_code == 413
+    multipart_elsewhere = client.post("/v1/emulators", files=[("file", ("a.bin", b"x" * 5000))], headers=ADMIN)
+    assert multipart_elsewhere.status_code == 413  # only the upload routes take SCALEOT_MAX_UPLOAD_BYTES
 
 
 @pytest.mark.parametrize("body, fragment", [

@@ -8,9 +8,9 @@ first, on every request:
 1. `/v1/...` needs a valid key (`Authorization: Bearer <key>`): otherwise 401 at once, without reading
    a byte of the body. The caller is left in `request.state` for the `PrincipalDep` dependency.
 2. A body larger than its cap is refused with 413: a declared `Content-Length` at once, a chunked one
-   as soon as the count passes the cap. multipart/form-data bodies (uploads) are capped by
-   `SCALEOT_MAX_UPLOAD_BYTES` (and streamed to disk by `multipart.py`); every other body by
-   `SCALEOT_MAX_JSON_BYTES`.
+   as soon as the count passes the cap. multipart/form-data bodies of the upload routes are capped by
+   `SCALEOT_MAX_UPLOAD_BYTES` (and streamed to disk by `multipart.py`); every other body (a multipart
+   one sent elsewhere too, which FastAPI would read into memory) by `SCALEOT_MAX_JSON_BYTES`.
 3. A JSON body is parsed once with bounds (`shared.bounded_json`: nesting depth, digits of a number,
    no NaN/Infinity) and refused with 422 beyond them, then handed to the route unchanged.
 """
@@ -31,6 +31,7 @@ from model_owner_server.app.core.state import AppState
 from shared.bounded_json import JSONLimitError, loads_bounded
 
 PROTECTED_PREFIX = "/v1/"
+UPLOAD_PATHS = {"/v1/adapters", "/v1/evaluations"}  # the routes that stream multipart bodies to disk
 
 
 def _is_multipart(headers: Headers) -> bool:
@@ -67,7 +68,7 @@ class RequestGuard:
                 principal = await anyio.to_thread.run_sync(authenticate, self.state, token)
                 scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
             settings = self.state.settings
-            multipart = _is_multipart(headers)
+            multipart = _is_multipart(headers) and scope["path"].rstrip("/") in UPLOAD_PATHS
             cap = settings.max_upload_bytes if multipart else settings.max_json_bytes
             declared = _declared_length(headers)
             if declared is not None and declared > cap:
