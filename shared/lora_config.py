@@ -33,6 +33,8 @@ class LoraConfigSchema(BaseModel):
     lora_alpha: float = Field(gt=0, le=65536)
     target_modules: list[ModuleName] = Field(min_length=1, max_length=32)
     layers_to_transform: list[LayerIndex] = Field(min_length=1, max_length=1024)
+    layers_pattern: ModuleName | None = Field(None, description="the block list's name (`layers`, `h`); "
+                                              "`scaleot train --mode lora` writes it")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     bias: Literal["none"] = "none"
     fan_in_fan_out: bool = False

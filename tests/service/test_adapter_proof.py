@@ -13,7 +13,10 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save
 
+from data_owner_client.tuning.config import TuningConfig
+from data_owner_client.tuning.local import train_adapter
 from model_owner_server.jobs.worker import Worker
+from shared.data_formats import TrainExample
 from tests.service.adapters import make_lora
 from tests.service.conftest import Headers, build, download, upload
 
@@ -87,3 +90,20 @@ def test_full_adapter_with_stray_lora_files_is_refused(client: TestClient, alice
                                                      ("adapter_model.safetensors", b"\x00" * 16)]):
         problems = problems_of(upload(client, alice, built["emulator"]["id"], [("adapter.safetensors", good), *stray]))
         assert any("upload one kind" in p for p in problems), problems
+
+
+def test_lora_trained_by_the_data_owner_client_is_accepted(client: TestClient, worker: Worker, alice: Headers,
+                                                           tmp_path: Path) -> None:
+    """`scaleot train --mode lora` writes PEFT's full config (layers_pattern, task_type, dropout...)."""
+    emulator = build(client, worker, alice, TINY_LLAMA)
+    emulator_dir = download(client, alice, emulator, tmp_path / "emu")
+    rows = [TrainExample(context="The sky is", target=" blue.")] * 8
+    config = TuningConfig(mode="lora", epochs=1, lr=1e-3, batch_size=4, max_len=16, warmup_ratio=0.0)
+    train_adapter(emulator_dir, rows, None, config, tmp_path / "lora")
+    files = [(p.name, p.read_bytes()) for p in sorted((tmp_path / "lora").iterdir()) if p.is_file()]
+    response = upload(client, alice, emulator["id"], files)
+    assert response.status_code == 201, response.text
+    wrong = {**json.loads(dict(files)["adapter_config.json"]), "layers_pattern": "blocks"}
+    problems = problems_of(upload(client, alice, emulator["id"], [*[f for f in files if f[0] != "adapter_config.json"],
+                                                                  ("adapter_config.json", json.dumps(wrong).encode())]))
+    assert any("layers_pattern" in p for p in problems), problems

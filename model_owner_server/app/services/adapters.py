@@ -90,9 +90,13 @@ def block_problems(base: BaseModel, manifest: EmulatorManifest, config: dict[str
         if outside:
             problems.append(f"{PEFT_CONFIG}: layers_to_transform {outside[:20]} are not adapter blocks of this "
                             f"emulator (adapter blocks: {sorted(allowed)})")
+    stack = find_block_stack(base.model)
+    pattern = config.get("layers_pattern")
+    if isinstance(pattern, str) and pattern != stack.path.rsplit(".", 1)[-1]:
+        problems.append(f"{PEFT_CONFIG}: layers_pattern {pattern[:80]!r} is not the block list of this model "
+                        f"({stack.path.rsplit('.', 1)[-1]!r}, or null)")
     targets = config.get("target_modules")
     if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
-        stack = find_block_stack(base.model)
         names = {name.rsplit(".", 1)[-1] for i in allowed if 0 <= i < len(stack.blocks)
                  for name, module in stack.blocks[i].named_modules() if name and is_projection(module)}
         problems += [f"{PEFT_CONFIG}: target_modules {name[:80]!r} is no projection of the adapter blocks "
