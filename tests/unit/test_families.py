@@ -75,7 +75,7 @@ def test_emulator_builds_loads_and_generates_with_the_cache(stage1: tuple[BaseMo
     loaded, tokenizer, _ = load_emulator(tmp_path / "emu")
     assert any(isinstance(m, Harmonizer) for m in loaded.modules()) == (LayerKind.harmonizer in EXPECTED_KINDS[variant])
     # the emulator keeps each kept block's attention kind (sliding or full) from the base model
-    types = getattr(base.model.config, "layer_types", None)
+    types = base.model.config.layer_types
     assert loaded.config.layer_types == [types[e.full_index] for e in manifest.layers]
     ids = tokenizer("pack my box with five dozen", return_tensors="pt")["input_ids"]
     torch.testing.assert_close(loaded(ids).logits, emulator(ids).logits, rtol=0, atol=0)
