@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from model_owner_server.emulators.profile import CurvePoint
+from model_owner_server.emulators.profile import CurvePoint, Stage1Init
 from shared.harmonizer import Harmonizer
 
 STATE_FILE = "state.safetensors"
@@ -57,6 +57,7 @@ class Stage1Checkpoint:
         s_opt: torch.optim.Optimizer,
         generator: torch.Generator,
         curve: list[CurvePoint],
+        init: Stage1Init | None = None,
     ) -> None:
         tensors = {  # CPU copies: a rank on a GPU checkpoints the same way
             f"h.{i}.{k}": v.detach().to("cpu", copy=True)
@@ -74,6 +75,7 @@ class Stage1Checkpoint:
             "hopt_groups": h_groups,
             "sopt_groups": s_groups,
             "curve": [p.model_dump() for p in curve],
+            "init": init.model_dump() if init is not None else None,
         }
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{self.directory.name}.", dir=self.directory.parent))
@@ -110,6 +112,13 @@ class Stage1Checkpoint:
         _restore_optimizer("sopt", s_opt, tensors, meta["sopt_groups"])
         curve[:] = [CurvePoint.model_validate(p) for p in meta["curve"]]
         return int(meta["step"])
+
+    def restore_init(self) -> Stage1Init | None:
+        """The initialisation recorded with the checkpoint (None without a checkpoint)."""
+        if not (self.directory / META_FILE).is_file():
+            return None
+        init = json.loads((self.directory / META_FILE).read_text()).get("init")
+        return Stage1Init.model_validate(init) if init is not None else None
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

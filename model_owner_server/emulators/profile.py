@@ -14,26 +14,39 @@ from shared.atomic import atomic_directory
 from shared.cache import cache_dir
 from shared.harmonizer import HarmonizerConfig
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2  # 2: regression-initialised harmonizers, deployed nested masks, per-token KD
 PROFILE_JSON = "profile.json"
 HARMONIZERS_FILE = "harmonizers.safetensors"
 CALIBRATION_CORPUS = "gensim-enwiki-excerpt+lee-background/v1"
 
 
 class Stage1Config(BaseModel):
-    """Dynamic LayerReplace hyper-parameters (defaults measured on SmolLM2-135M, 2 CPU cores)."""
+    """Dynamic LayerReplace hyper-parameters (defaults measured on SmolLM2-135M, 2 CPU cores;
+    docs/method-notes.md says why each one is what it is)."""
 
     adapter_bottom: int = Field(2, ge=0)
     adapter_top: int = Field(2, ge=0)
-    group_size: int = Field(4, ge=1, description="g: consecutive middle blocks per sampling group")
     harmonizer_rank: int = Field(64, ge=1, description="r_h: harmonizer bottleneck width")
-    steps: int = Field(200, ge=1, description="T: alternating DL + RL steps")
+    served_alphas: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75], min_length=1,
+        description="alphas whose deployed masks (the k least important blocks) the harmonizers are trained on")
+    fit_sequences: int = Field(96, ge=0, description="calibration sequences of seq_len tokens for the per-block "
+                               "regression that initialises the harmonizers (0: start from the identity)")
+    fit_steps: int = Field(300, ge=0, description="Adam steps of each harmonizer's regression")
+    fit_lr: float = Field(3e-3, gt=0, description="learning rate of the per-block regression")
+    init_scale: float = Field(1.0, ge=0, description="importance logits start at init_scale * z-scored log "
+                              "replacement error of each block's fitted harmonizer")
+    steps: int = Field(200, ge=0, description="T: alternating DL + RL steps after the initialisation")
     batch_size: int = Field(4, ge=1)
     seq_len: int = Field(128, ge=8)
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the harmonizers")
     weight_decay: float = Field(0.0, ge=0)
-    kd_weight: float = Field(1.0, ge=0, description="lambda: weight of the normalised hidden-state MSE")
-    score_lr: float = Field(0.05, gt=0, description="Adam learning rate of the importance logits")
+    kd_weight: float = Field(1.0, ge=0, description="lambda: weight of the per-token normalised hidden-state "
+                             "MSE at the middle output (ordinary tokens; the attention sink left out)")
+    jac_weight: float = Field(0.0, ge=0, description="weight of the Jacobian term: the mixed middle must respond "
+                              "to a small perturbation of its input as the original does (bottom-adapter gradients)")
+    jac_eps: float = Field(0.05, gt=0, description="perturbation size relative to each token's hidden-state norm")
+    score_lr: float = Field(0.05, ge=0, description="Adam learning rate of the importance logits (0: no RL)")
     rl_samples: int = Field(3, ge=2, description="C: masks sampled per RL step")
     seed: int = 0
     checkpoint_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
@@ -48,6 +61,16 @@ class CurvePoint(BaseModel):
     ce: float
     nmse: float
     reward: float  # mean RL reward (-loss) over the C masks
+    replaced: int = 0  # blocks replaced by the DL step's (deployed) mask
+    jac: float = 0.0  # Jacobian-matching error of the DL step (0 when the term is off)
+
+
+class Stage1Init(BaseModel):
+    """What the training-free initialisation measured on cached calibration activations."""
+
+    influence: list[float]  # 1 - cos(input, output) per middle block, ordinary tokens
+    fit_error: list[float]  # held-out per-token error of each regression-fitted harmonizer
+    importance: list[float]  # the logits stage 1 started from
 
 
 class ProfileMeta(BaseModel):
@@ -60,6 +83,7 @@ class ProfileMeta(BaseModel):
     corpus: str = CALIBRATION_CORPUS
     middle: list[int]
     importance: list[float]
+    init: Stage1Init | None = None
     curve: list[CurvePoint]
     wall_seconds: float = 0.0
     peak_rss_mb: float = 0.0
@@ -121,9 +145,11 @@ def save_profile(profile: ImportanceProfile, directory: Path | None = None) -> P
 
 
 def load_profile(directory: Path) -> ImportanceProfile:
-    meta = ProfileMeta.model_validate_json((directory / PROFILE_JSON).read_text())
-    if meta.version != PROFILE_VERSION:
-        raise ValueError(f"profile {directory} has version {meta.version}, expected {PROFILE_VERSION}")
+    raw = json.loads((directory / PROFILE_JSON).read_text())
+    version = raw.get("version") if isinstance(raw, dict) else None
+    if version != PROFILE_VERSION:  # checked before parsing: an old format is rebuilt, never misread
+        raise ValueError(f"profile {directory} has version {version}, expected {PROFILE_VERSION}")
+    meta = ProfileMeta.model_validate(raw)
     return ImportanceProfile(meta, load_file(directory / HARMONIZERS_FILE))
 
 

@@ -1,19 +1,21 @@
 """Stage 1 of ScaleOT: Dynamic LayerReplace (learned layer importance + harmonizers).
 
-The middle blocks of the frozen base model are wrapped in switches that run either the original
-block or its harmonizer. Training alternates:
-  DL step: sample one replacement mask from the policy, minimise next-token CE + lambda * nMSE
-           (mixed vs original hidden state at the output of the middle part); only harmonizers learn.
-  RL step: on held-out batches sample C masks, reward -loss, REINFORCE on the importance logits.
-The policy replaces, in each group of g consecutive middle blocks, ceil(|group|/2) blocks sampled
-without replacement with probabilities softmax(-s) (less important -> more likely replaced).
+1. Initialisation (training-free, stage1_init.py): every harmonizer is fitted by regression to
+   imitate its block on cached calibration activations; the importance logits start from how well
+   that worked (block influence is recorded as the baseline).
+2. T alternating steps on the mixed network (middle blocks wrapped in switches that run either the
+   original block or its harmonizer):
+   DL step: the mask stage 2 would deploy for one of the served alphas (the k least important
+            blocks, nested across alphas); minimise next-token CE + lambda * per-token normalised
+            MSE of the middle output on ordinary tokens; only harmonizers learn.
+   RL step: on a held-out batch sample C masks of the same size k (Plackett-Luce, softmax(-s)),
+            reward -loss, REINFORCE on the importance logits.
 Under torchrun the same loop runs on every rank with a `ProcessGroupCollective` (distributed.py);
 in one process its `Collective` is the identity.
 """
 
 from __future__ import annotations
 
-import math
 import resource
 import time
 from collections.abc import Callable
@@ -24,8 +26,10 @@ import torch
 from torch import nn
 
 from model_owner_server.base_models import BaseModel
+from model_owner_server.emulators.calibration import ordinary_tokens, relative_error
 from model_owner_server.emulators.checkpoint import Stage1Checkpoint
 from model_owner_server.emulators.distributed import Collective
+from model_owner_server.emulators.policy import deployed_mask, sample_mask, served_sizes
 from model_owner_server.emulators.profile import (
     CurvePoint,
     ImportanceProfile,
@@ -38,6 +42,7 @@ from model_owner_server.emulators.profile import (
     save_profile,
 )
 from model_owner_server.emulators.selection import middle_indices
+from model_owner_server.emulators.stage1_init import initialise
 from shared.blocks import activation_name, find_block_stack, set_block_stack, text_config
 from shared.corpora import calibration_split
 from shared.harmonizer import Harmonizer
@@ -73,8 +78,14 @@ class SwitchBlock(nn.Module):
         self.capture = False  # keep the output (last middle block only)
         self.stop_after = False
         self.captured: torch.Tensor | None = None
+        self.perturbation: torch.Tensor | None = None  # added to the input (first middle block only)
+        self.seen_input: torch.Tensor | None = None  # the last unperturbed input (first middle block only)
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.perturbation is not None:
+            hidden_states = hidden_states + self.perturbation
+        else:
+            self.seen_input = hidden_states.detach()
         module = self.harmonizer if self.replaced else self.block
         out = module(hidden_states, *args, **kwargs)
         if self.capture:
@@ -101,6 +112,7 @@ class MixedNetwork:
         set_block_stack(self.model, stack.path, mixed)
         self.tap = self.switches[self.middle[-1]]
         self.tap.capture = True
+        self.entry = self.switches[self.middle[0]]
         self.train_model = self.comm.wrap(self.model)  # DDP under torchrun: the DL step runs through it
 
     def restore(self) -> None:
@@ -110,9 +122,7 @@ class MixedNetwork:
         for i, switch in self.switches.items():
             switch.replaced = i in replaced
 
-    @torch.no_grad()
-    def original_middle_output(self, batch: torch.Tensor) -> torch.Tensor:
-        self._set_mask(set())
+    def _middle_output(self, batch: torch.Tensor) -> torch.Tensor:
         self.tap.stop_after = True
         try:
             self.model(input_ids=batch, use_cache=False)
@@ -121,41 +131,56 @@ class MixedNetwork:
         finally:
             self.tap.stop_after = False
         assert self.tap.captured is not None
-        return self.tap.captured.detach()
+        return self.tap.captured
 
-    def loss(self, batch: torch.Tensor, replaced: set[int], target_hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def original_middle_output(self, batch: torch.Tensor) -> torch.Tensor:
+        self._set_mask(set())
+        return self._middle_output(batch).detach()
+
+    def perturbation(self, eps: float, generator: torch.Generator) -> torch.Tensor:
+        """Gaussian noise of norm eps * ||x_t|| per token for the middle input x seen last (none at position 0)."""
+        x = self.entry.seen_input
+        assert x is not None
+        noise = torch.randn(x.shape, generator=generator).to(x.device)
+        noise = noise * (eps * x.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        noise[:, 0] = 0
+        return noise
+
+    def jacobian_error(self, batch: torch.Tensor, replaced: set[int], delta: torch.Tensor, mixed: torch.Tensor,
+                       target: torch.Tensor) -> torch.Tensor:
+        """How differently the mixed and the original middle respond to the same input perturbation:
+        per-token error of (mixed(x + d) - mixed(x)) against (original(x + d) - original(x)).
+        Matching responses in random directions matches the middle part's Jacobian, through which
+        the bottom adapter's gradient flows (forward KD alone leaves it free)."""
+        self.entry.perturbation = delta
+        try:
+            with torch.no_grad():
+                self._set_mask(set())
+                target_moved = self._middle_output(batch).detach()
+            self._set_mask(replaced)
+            mixed_moved = self._middle_output(batch)
+        finally:
+            self.entry.perturbation = None
+        return relative_error(ordinary_tokens(mixed_moved - mixed), ordinary_tokens(target_moved - target))
+
+    def loss(self, batch: torch.Tensor, replaced: set[int], target_hidden: torch.Tensor,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """CE + lambda * nMSE (+ jac_weight * Jacobian error when a generator for the perturbation is given)."""
         self._set_mask(replaced)
         model = self.train_model if torch.is_grad_enabled() else self.model
         out = model(input_ids=batch, labels=batch, use_cache=False)
         mixed = self.tap.captured
         assert mixed is not None
-        # normalised by the mean of target^2 over the global batch (all ranks), so the mean over ranks of
-        # the per-rank nMSE is the nMSE of the global batch
-        scale = self.comm.mean(target_hidden.pow(2).mean())
-        nmse = (mixed - target_hidden).pow(2).mean() / scale.clamp_min(1e-8)
-        return {"loss": out.loss + self.config.kd_weight * nmse, "ce": out.loss, "nmse": nmse}
-
-
-def groups_of(n_middle: int, size: int) -> list[list[int]]:
-    """Positions 0..n_middle-1 in consecutive groups of `size` (the last may be smaller)."""
-    return [list(range(s, min(s + size, n_middle))) for s in range(0, n_middle, size)]
-
-
-def sample_mask(
-    scores: torch.Tensor, groups: list[list[int]], generator: torch.Generator
-) -> tuple[list[int], torch.Tensor]:
-    """Replace ceil(|g|/2) positions per group, without replacement, p ~ softmax(-s); log pi of it."""
-    replaced: list[int] = []
-    log_prob = scores.new_zeros(())
-    for group in groups:
-        remaining = list(group)
-        for _ in range(math.ceil(len(group) / 2)):
-            logits = -scores[remaining]
-            probs = torch.softmax(logits.detach(), dim=0)
-            j = int(torch.multinomial(probs, 1, generator=generator).item())
-            log_prob = log_prob + torch.log_softmax(logits, dim=0)[j]
-            replaced.append(remaining.pop(j))
-    return sorted(replaced), log_prob
+        # per token, ordinary tokens only: a whole-tensor normaliser is dominated by the attention sink's few
+        # massive dimensions. Every rank has as many tokens, so the mean over ranks is the global mean.
+        nmse = relative_error(ordinary_tokens(mixed), ordinary_tokens(target_hidden))
+        losses = {"loss": out.loss + self.config.kd_weight * nmse, "ce": out.loss, "nmse": nmse, "jac": nmse * 0}
+        if generator is not None and self.config.jac_weight > 0:
+            delta = self.perturbation(self.config.jac_eps, generator)
+            losses["jac"] = self.jacobian_error(batch, replaced, delta, mixed, target_hidden)
+            losses["loss"] = losses["loss"] + self.config.jac_weight * losses["jac"]
+        return losses
 
 
 def token_stream(base: BaseModel, texts: list[str]) -> torch.Tensor:
@@ -217,11 +242,18 @@ def run_stage1(
     h_opt = torch.optim.AdamW(h_params, lr=config.lr, weight_decay=config.weight_decay)
     s_opt = torch.optim.Adam([scores], lr=config.score_lr)
     generator = torch.Generator().manual_seed(config.seed)
-    groups = groups_of(len(middle), config.group_size)
+    sizes = served_sizes(len(middle), config.served_alphas) or [1]
     curve: list[CurvePoint] = []
 
     ckpt = Stage1Checkpoint(checkpoint_dir(pid))
     start_step = ckpt.restore(harmonizers, scores, h_opt, s_opt, generator, curve)
+    init = ckpt.restore_init()
+    if init is None:  # a fresh run (a checkpoint already holds the initialised state)
+        init = initialise(base, config, middle, harmonizers, dl_stream, rl_stream)
+        with torch.no_grad():  # ranks agree on the start (DDP broadcasts rank 0's harmonizers)
+            scores.copy_(comm.mean(torch.tensor(init.importance)))
+        if comm.is_main:
+            ckpt.save(0, harmonizers, scores, h_opt, s_opt, generator, curve, init)
 
     net = MixedNetwork(base, config, harmonizers, comm)
     base.model.eval()
@@ -229,26 +261,27 @@ def run_stage1(
         for step in range(start_step, config.steps):
             if comm.agree(should_stop is not None and should_stop()):
                 if comm.is_main:
-                    ckpt.save(step, harmonizers, scores, h_opt, s_opt, generator, curve)
+                    ckpt.save(step, harmonizers, scores, h_opt, s_opt, generator, curve, init)
                 comm.barrier()
                 raise Stage1Cancelled(f"stage 1 stopped at step {step}; it resumes from there")
-            # DL step: harmonizers learn under one sampled mask.
+            k = sizes[step % len(sizes)]
+            # DL step: harmonizers learn under the mask stage 2 deploys for this k.
             batch = comm.shard(_batch(dl_stream, config, generator))
-            positions, _ = sample_mask(scores, groups, generator)
+            positions = deployed_mask(scores.detach(), k)
             target = net.original_middle_output(batch)
-            losses = net.loss(batch, {middle[p] for p in positions}, target)
+            losses = net.loss(batch, {middle[p] for p in positions}, target, generator)
             h_opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(h_params, 1.0)
             h_opt.step()
-            # RL step: REINFORCE on the importance logits with C masks on a held-out batch.
+            # RL step: REINFORCE on the importance logits with C masks of size k on a held-out batch.
             rl_batch = comm.shard(_batch(rl_stream, config, generator))
             rl_target = net.original_middle_output(rl_batch)
             rewards, log_probs = [], []
             for _ in range(config.rl_samples):
-                positions, log_prob = sample_mask(scores, groups, generator)
+                sampled, log_prob = sample_mask(scores, k, generator)
                 with torch.no_grad():
-                    rewards.append(-net.loss(rl_batch, {middle[p] for p in positions}, rl_target)["loss"].item())
+                    rewards.append(-net.loss(rl_batch, {middle[p] for p in sampled}, rl_target)["loss"].item())
                 log_probs.append(log_prob)
             reward = comm.mean(torch.tensor(rewards))  # every rank: the same rewards, the same update
             advantage = reward - reward.mean()
@@ -256,13 +289,15 @@ def run_stage1(
             (-(advantage * torch.stack(log_probs)).sum()).backward()
             s_opt.step()
 
-            loss, ce, nmse = comm.mean(torch.stack([losses["loss"], losses["ce"], losses["nmse"]]).detach()).tolist()
-            point = CurvePoint(step=step + 1, loss=loss, ce=ce, nmse=nmse, reward=float(reward.mean()))
+            logged = torch.stack([losses["loss"], losses["ce"], losses["nmse"], losses["jac"]]).detach()
+            loss, ce, nmse, jac = comm.mean(logged).tolist()
+            point = CurvePoint(step=step + 1, loss=loss, ce=ce, nmse=nmse, reward=float(reward.mean()), replaced=k,
+                               jac=jac)
             curve.append(point)
             if on_progress is not None and comm.is_main:
                 on_progress(Stage1Progress(step + 1, config.steps, point.loss, point.reward))
             if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps and comm.is_main:
-                ckpt.save(step + 1, harmonizers, scores, h_opt, s_opt, generator, curve)
+                ckpt.save(step + 1, harmonizers, scores, h_opt, s_opt, generator, curve, init)
     finally:
         net.restore()
 
@@ -276,6 +311,7 @@ def run_stage1(
         harmonizer=hcfg,
         middle=middle,
         importance=[float(x) for x in scores.detach()],
+        init=init,
         curve=curve,
         wall_seconds=time.perf_counter() - started,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -1,34 +1,48 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 from model_owner_server.base_models import load_base_model
+from model_owner_server.emulators.policy import deployed_mask, sample_mask, scores_from_errors, served_sizes
 from model_owner_server.emulators.profile import find_profile, profile_dir
 from model_owner_server.emulators.stage1 import (
     Stage1Cancelled,
     Stage1Progress,
     ensure_profile,
-    groups_of,
     run_stage1,
-    sample_mask,
 )
 from tests.unit.helpers import TEXTS, tiny_config, tiny_profile
 
 
-def test_groups_and_mask_sampling_follow_the_policy() -> None:
-    groups = groups_of(10, 4)
-    assert groups == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+def test_mask_sampling_follows_the_policy() -> None:
     scores = torch.tensor([5.0, 5.0, -5.0, -5.0, 0, 0, 0, 0, 3.0, -3.0], requires_grad=True)
     gen = torch.Generator().manual_seed(0)
     counts = torch.zeros(10)
     for _ in range(200):
-        replaced, log_prob = sample_mask(scores, groups, gen)
-        assert len(replaced) == 2 + 2 + 1
+        replaced, log_prob = sample_mask(scores, 3, gen)
+        assert len(replaced) == 3 == len(set(replaced))
         assert log_prob.item() <= 0 and log_prob.requires_grad
         counts[replaced] += 1
     # low importance -> replaced more often
-    assert counts[2] > 190 and counts[3] > 190 and counts[0] < 10 and counts[9] > 190
+    assert counts[2] > 190 and counts[3] > 190 and counts[9] > 150 and counts[0] < 10 and counts[1] < 10
+
+
+def test_deployed_masks_are_nested_and_match_stage_2() -> None:
+    scores = [0.3, -1.0, 2.0, -1.0, 0.0, 1.5]
+    assert deployed_mask(scores, 2) == [1, 3]  # ties broken by position
+    masks = [set(deployed_mask(scores, k)) for k in (1, 2, 3, 4)]
+    assert all(a <= b for a, b in itertools.pairwise(masks))
+    assert served_sizes(26, [0.25, 0.5, 0.75]) == [7, 13, 20]
+    assert served_sizes(2, [0.1]) == []
+
+
+def test_initial_scores_rank_blocks_by_replacement_error() -> None:
+    scores = scores_from_errors([0.01, 0.1, 0.001, 1.0], scale=2.0)
+    assert deployed_mask(scores, 2) == [0, 2]
+    assert abs(float(scores.mean())) < 1e-5 and torch.all(scores_from_errors([0.5, 0.5], 1.0) == 0)
 
 
 def test_stage1_is_deterministic_given_the_seed() -> None:
@@ -53,6 +67,9 @@ def test_stage1_trains_harmonizers_and_reports_progress() -> None:
     profile = run_stage1(base, tiny_config(steps=6), texts=TEXTS, on_progress=seen.append)
     assert [p.step for p in seen] == [1, 2, 3, 4, 5, 6] and all(p.total == 6 for p in seen)
     assert len(profile.meta.curve) == 6 and profile.meta.importance != [0.0] * 6
+    init = profile.meta.init
+    assert init is not None and len(init.influence) == len(init.fit_error) == len(init.importance) == 6
+    assert all(0 <= e < 1 for e in init.fit_error)  # the regression beat the identity on held-out text
     ups = [v for k, v in profile.harmonizers.items() if k.endswith("up.weight")]
     assert len(ups) == 6 and all(v.abs().sum() > 0 for v in ups)  # left the zero init
     # originals were frozen and restored
