@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -34,8 +35,11 @@ class Stage1Config(BaseModel):
                                "regression that initialises the harmonizers (0: start from the identity)")
     fit_steps: int = Field(300, ge=0, description="Adam steps of each harmonizer's regression")
     fit_lr: float = Field(3e-3, gt=0, description="learning rate of the per-block regression")
-    init_scale: float = Field(1.0, ge=0, description="importance logits start at init_scale * z-scored log "
-                              "replacement error of each block's fitted harmonizer")
+    init_ranking: Literal["influence", "fit_error"] = Field(
+        "influence", description="what the importance logits start from: block influence (1 - cos of a block's input "
+        "and output) or the held-out error of its regression-fitted harmonizer")
+    init_scale: float = Field(1.0, ge=0, description="importance logits start at init_scale * the z-scored log "
+                              "of the init_ranking measure")
     steps: int = Field(200, ge=0, description="T: alternating DL + RL steps after the initialisation")
     batch_size: int = Field(4, ge=1)
     seq_len: int = Field(128, ge=8)

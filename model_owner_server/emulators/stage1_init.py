@@ -40,5 +40,6 @@ def initialise(base: BaseModel, config: Stage1Config, middle: list[int], harmoni
     steps = config.fit_steps if config.fit_sequences > 0 else 0
     errors = fit_all(harmonizers, fit, held, steps=steps, lr=config.fit_lr, batch_tokens=2048, seed=config.seed)
     fit_error = [errors[i] for i in middle]
-    scores = scores_from_errors(fit_error, config.init_scale)
+    measure = influence if config.init_ranking == "influence" else fit_error
+    scores = scores_from_errors(measure, config.init_scale)
     return Stage1Init(influence=influence, fit_error=fit_error, importance=[float(s) for s in scores])
