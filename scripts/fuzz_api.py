@@ -57,9 +57,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "api-fuzz.json")
     parser.add_argument("--report-dir", type=Path, default=None, help="keep schemathesis's reports here")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="serve the code of this checkout instead (e.g. an older commit, for comparison)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="scaleot-api-fuzz-"))
-    server = FuzzServer(root)
+    server = FuzzServer(root, settings={"PYTHONPATH": str(args.source.resolve())} if args.source else {})
     started = time.monotonic()
     try:
         server.start()
