@@ -10,7 +10,7 @@ from model_owner_server.bench.records import ROW_TITLES
 
 TASK_NOTE = (
     "Tasks: those where SmolLM2-135M is clearly above chance after tuning, measured on the validation "
-    "split (see docs/method-notes.md, 'Paper-table protocol'); each test set is the whole test split of its "
+    "split (see docs/method-notes.md, 'Benchmark protocol'); each test set is the whole test split of its "
     "pack, for one standard error of at most about 2.5 points.")
 
 
@@ -94,12 +94,13 @@ def _fidelity_table(result: dict[str, Any]) -> list[str]:
 def markdown(result: dict[str, Any]) -> str:
     b = result["budget"]
     tuning = b["tuning"]
+    minutes = ", ".join(f"{t['task']} {t['seconds'] / 60:.0f}" for t in result["tasks"])
     lines = [f"# Offsite-tuning matrix on {result['model']}", "",
              f"Profile {result['profile_id']}; tasks {', '.join(t['task'] for t in result['tasks'])}; "
              f"{b['n_train']} train examples, {b['n_valid']} validation examples (learning-rate selection only), "
              f"test = {'whole test split' if b['n_test'] is None else str(b['n_test']) + ' examples'}; "
              f"seeds {b['seeds']}; {tuning['epochs']} epoch(s), batch {tuning['batch_size']}, "
-             f"max {tuning['max_len']} tokens.", "",
+             f"max {tuning['max_len']} tokens; {result['seconds'] / 60:.0f} min of benchmark time ({minutes}).", "",
              "Rows: the upper bound of the utility gap is **adapter-only tuning on the full model** (the same "
              "adapter blocks tuned directly on the full model, the service's `full_fine_tuning` row); "
              "**full-parameter fine-tuning** (every parameter of the full model, the paper's row) is beside it. "

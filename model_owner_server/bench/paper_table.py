@@ -45,7 +45,7 @@ from shared.tasks import TaskData, load_mc_task
 __all__ = ["QUICK", "STANDARD", "Budget", "Variant", "run", "state_path"]
 
 _TUNING = TuningConfig(epochs=1, lr=3e-4, batch_size=8, max_len=192)
-# Sized for the 2-core CPU (see docs/method-notes.md, "Paper-table protocol", for the measured times).
+# Sized for the 2-core CPU (docs/method-notes.md, "Benchmark protocol").
 STANDARD = Budget(n_train=320, n_valid=200, n_test=None, seeds=(0, 1), tuning=_TUNING,
                   lr_grid=(1e-4, 3e-4, 1e-3), full_lr_grid=(1e-5, 3e-5), fidelity_batches=4)
 QUICK = Budget(n_train=64, n_valid=48, n_test=120, seeds=(0, 1), tuning=_TUNING,

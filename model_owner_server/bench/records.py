@@ -58,6 +58,7 @@ class VariantRow(BaseModel):
     plug_in: Cell
     matrices: list[dict[str, object]] = Field(default_factory=list)  # the service's EvaluationMatrix per seed
     emulator_tokens_per_second: float = 0.0
+    seconds: float = 0.0  # wall time of this variant on this task: build, fidelity, tuning and scoring
 
 
 class TaskResult(BaseModel):

@@ -107,6 +107,7 @@ def _reference_rows(base: BaseModel, blocks: list[int], train: list[TrainExample
 def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, train: list[TrainExample],
                  test: list[MCExample], budget: Budget, lr: float, known: dict[str, Score], upper: list[Score],
                  workdir: Path, task: str, log: Log) -> VariantRow:
+    started = time.perf_counter()
     cfg = profile.meta.config
     spec = EmulatorSpec(base_model=base.name, method=variant.method, alpha=variant.alpha, beta=variant.beta,
                         adapter_bottom=cfg.adapter_bottom, adapter_top=cfg.adapter_top)
@@ -117,7 +118,6 @@ def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, 
     row = VariantRow(variant=variant.label, method=variant.method, alpha=variant.alpha, beta=variant.beta,
                      emulator_id=manifest.emulator_id, fidelity=fidelity, emulator_zero_shot=Cell.empty(),
                      emulator_fine_tuned=Cell.empty(), plug_in=Cell.empty())
-    started = time.perf_counter()
     rows = dict(known)
     tps = []
     for seed, upper_score in zip(budget.seeds, upper, strict=True):
@@ -135,7 +135,7 @@ def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, 
         log(f"{variant.label} seed {seed}: emu ft {matrix.rows['emulator_fine_tuned'].value:.3f} plug-in "
             f"{matrix.rows['plug_in'].value:.3f} (emu zs {matrix.rows['emulator_zero_shot'].value:.3f})")
     row.emulator_zero_shot.add(rows["emulator_zero_shot"])
-    row.plug_in.seconds = time.perf_counter() - started
+    row.seconds = time.perf_counter() - started
     row.emulator_tokens_per_second = sum(tps) / len(tps)
     return row
 
