@@ -38,7 +38,7 @@ def schemathesis(url: str, key: str, args: argparse.Namespace, report_dir: Path,
     command = [str(Path(sys.executable).parent / "st"), "run", f"{url}/openapi.json",
                "-H", f"Authorization: Bearer {key}", "--checks", CHECKS, "--workers", "1",
                "--max-time", str(args.max_time), "--max-examples", str(args.max_examples),
-               "--request-timeout", "60", "--report", "junit", "--report-dir", str(report_dir),
+               "--request-timeout", "180", "--report", "junit", "--report-dir", str(report_dir),
                "--suppress-health-check", "all", "--warnings", "off"]
     if args.seed is not None:
         command += ["--seed", str(args.seed)]
