@@ -61,7 +61,7 @@ def main() -> int:
                         help="serve the code of this checkout instead (e.g. an older commit, for comparison)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="scaleot-api-fuzz-"))
-    server = FuzzServer(root, settings={"PYTHONPATH": str(args.source.resolve())} if args.source else {})
+    server = FuzzServer(root, source=args.source.resolve() if args.source else None)
     started = time.monotonic()
     try:
         server.start()

@@ -46,6 +46,7 @@ class FuzzServer:
 
     root: Path
     settings: dict[str, str] = field(default_factory=dict)
+    source: Path | None = None  # serve this checkout's code (PYTHONPATH and working directory) instead
     admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -66,13 +67,14 @@ class FuzzServer:
         return {**os.environ, "SCALEOT_DATA_DIR": str(self.data_dir), "SCALEOT_ADMIN_KEY": self.admin_key,
                 "SCALEOT_MODELS": json.dumps(["tiny-gpt2", "tiny-llama"]), "SCALEOT_WORKERS_WITH_SERVE": "0",
                 "SCALEOT_GENERATE_MAX_NEW_TOKENS": "8", "SCALEOT_MAX_UPLOAD_BYTES": "4000000",
-                "SCALEOT_EVAL_LIMIT": "4", **self.settings}
+                "SCALEOT_EVAL_LIMIT": "4", **({"PYTHONPATH": str(self.source)} if self.source else {}),
+                **self.settings}
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                                         env=self.env(), stdout=log, stderr=log)
+                                         env=self.env(), stdout=log, stderr=log, cwd=self.source)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
