@@ -42,7 +42,8 @@ def schemathesis(url: str, key: str, args: argparse.Namespace, report_dir: Path,
                "--suppress-health-check", "all", "--warnings", "off"]
     if args.seed is not None:
         command += ["--seed", str(args.seed)]
-    return subprocess.run(command, env=env, check=False).returncode
+    # schemathesis keeps a cache folder in its working directory: the run's temporary one, not the checkout
+    return subprocess.run(command, env=env, check=False, cwd=report_dir.parent).returncode
 
 
 def statuses(log: Path) -> dict[str, int]:
@@ -71,6 +72,7 @@ def main() -> int:
         runs = {}
         for role, key in (("data owner", seeded.owner_key), ("admin", server.admin_key)):
             report_dir = (args.report_dir or root / "reports") / role.replace(" ", "-")
+            report_dir.mkdir(parents=True, exist_ok=True)
             print(f"== schemathesis with the {role} key", flush=True)
             runs[role] = schemathesis(server.url, key, args, report_dir, env)
         alive = server.alive()
