@@ -40,7 +40,7 @@ class Stage1Config(BaseModel):
         "and output) or the held-out error of its regression-fitted harmonizer")
     init_scale: float = Field(1.0, ge=0, description="importance logits start at init_scale * the z-scored log "
                               "of the init_ranking measure")
-    steps: int = Field(200, ge=0, description="T: alternating DL + RL steps after the initialisation")
+    steps: int = Field(150, ge=0, description="T: alternating DL + RL steps after the initialisation")
     batch_size: int = Field(4, ge=1)
     seq_len: int = Field(128, ge=8)
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the harmonizers")
