@@ -265,3 +265,26 @@ def bench_stage1_cost(
     result = stage1_cost.run(out, names, timed_steps, threads)
     typer.echo(stage1_cost.markdown(result))
     typer.echo(f"written to {out / 'stage1-cost'}.{{json,md}}")
+
+
+@bench_app.command("stage1-ablation")
+def bench_stage1_ablation(
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    ranks: Annotated[str, typer.Option(help="harmonizer ranks of the training-free rows (comma-separated)")] = "64",
+    profile: Annotated[bool, typer.Option(help="also compare the default profile's learned vs initial ranking "
+                                               "(runs stage 1 if it is not cached)")] = True,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """What each part of stage 1 buys: LayerDrop, regression harmonizers, block placement, RL vs its start."""
+    from model_owner_server.bench import stage1_ablation
+    from model_owner_server.cli import fail
+
+    try:
+        parsed = [int(r) for r in ranks.split(",") if r.strip()]
+    except ValueError:
+        fail(f"--ranks must be comma-separated integers, not {ranks!r}")
+        return
+    if not parsed or min(parsed) < 1:
+        fail("--ranks needs at least one rank >= 1")
+    result = stage1_ablation.run(model, parsed, out, with_profile=profile)
+    typer.echo(stage1_ablation.markdown(result))
