@@ -143,21 +143,22 @@ def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, 
 def run_task(base: BaseModel, profile: ImportanceProfile, data: TaskData[MCExample], variants: list[Variant],
              budget: Budget, workdir: Path, log: Log = lambda _: None,
              lrs: dict[str, LrChoice] | None = None) -> TaskResult:
-    """All rows of one task. `lrs`: learning rates already chosen for this task (else chosen here)."""
-    started = time.perf_counter()
+    """All rows of one task. `lrs`: learning rates already chosen for this task (else chosen here).
+    `seconds` counts the learning-rate selection too, wherever it ran."""
     task = data.spec.name
     train, validation, test = split(data, budget)
-    log(f"{task}: {len(train)} train, {len(validation)} validation, {len(test)} test examples")
+    log(f"{len(train)} train, {len(validation)} validation, {len(test)} test examples")
     blocks = adapter_blocks(base, profile)
     if lrs is None or set(lrs) != set(budget.grids):
         lrs = select_task_lrs(base.model, base.tokenizer, blocks, train, validation,
                               tuning_for(budget, budget.lr_grid[0], budget.seeds[0]), budget.grids, log)
-    log(f"{task}: learning rates " + ", ".join(f"{k} {c.lr:g}" for k, c in lrs.items()))
+    started = time.perf_counter()  # the selection's own time is in its LrChoice.seconds
+    log("learning rates " + ", ".join(f"{k} {c.lr:g}" for k, c in lrs.items()))
 
     full_zero = score_model(base.model, base.tokenizer, test)
     zero_cell = Cell.empty()
     zero_cell.add(full_zero)
-    log(f"{task}: full zero-shot acc {full_zero.value:.3f}")
+    log(f"full zero-shot acc {full_zero.value:.3f}")
     reference = _reference_rows(base, blocks, train, test, budget, lrs, log)
     upper_cell, upper_scores = reference["adapter_tuning_full_model"]
     rows = [
@@ -169,4 +170,4 @@ def run_task(base: BaseModel, profile: ImportanceProfile, data: TaskData[MCExamp
                       n_valid=len(validation), n_test=len(test), seeds=list(budget.seeds), lr=lrs,
                       full_zero_shot=zero_cell, adapter_tuning_full_model=upper_cell,
                       full_parameter_fine_tuning=reference["full_parameter_fine_tuning"][0], rows=rows,
-                      seconds=time.perf_counter() - started)
+                      seconds=time.perf_counter() - started + sum(c.seconds for c in lrs.values()))

@@ -14,6 +14,7 @@ the test split.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel
@@ -33,6 +34,7 @@ class LrChoice(BaseModel):
     validation_acc: dict[str, float]  # f"{lr:g}" -> validation accuracy
     n_valid: int
     seed: int
+    seconds: float = 0.0  # wall time of the selection's tuning runs and validation scoring
 
 
 def pick_best(scores: Mapping[float, float]) -> float:
@@ -49,9 +51,10 @@ def select_lr(kind: str, grid: Sequence[float], evaluate: Callable[[float], floa
     rates = sorted(set(grid))
     if len(rates) == 1:
         return LrChoice(kind=kind, lr=rates[0], validation_acc={}, n_valid=0, seed=seed)
+    started = time.perf_counter()
     scores = {lr: evaluate(lr) for lr in rates}
     return LrChoice(kind=kind, lr=pick_best(scores), validation_acc={f"{lr:g}": s for lr, s in scores.items()},
-                    n_valid=n_valid, seed=seed)
+                    n_valid=n_valid, seed=seed, seconds=time.perf_counter() - started)
 
 
 def select_task_lrs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, adapter_blocks: list[int],
