@@ -44,9 +44,12 @@ def test_real_model_structure_and_full_perplexity(smollm2: BaseModel, windows: d
 def test_stage1_and_emulators_on_the_real_model(
     smollm2: BaseModel, windows: dict[str, torch.Tensor], tmp_path: Path
 ) -> None:
-    config = Stage1Config(steps=3, batch_size=2, seq_len=64, checkpoint_every=10)
+    config = Stage1Config(steps=3, batch_size=2, seq_len=64, checkpoint_every=10, fit_sequences=16, fit_steps=30)
     profile = run_stage1(smollm2, config)
     assert profile.meta.middle == list(range(2, 28)) and len(profile.meta.importance) == 26
+    init = profile.meta.init
+    assert init is not None and len(init.influence) == 26
+    assert all(0 < e < 0.2 for e in init.fit_error)  # fitted harmonizers imitate their blocks on held-out text
     full_ppl = perplexity(smollm2.model, windows["calib"])
     for method in ("scaleot", "uniform"):
         spec = EmulatorSpec(base_model="smollm2-135m", method=method, alpha=0.5, beta=0.5)  # type: ignore[arg-type]
