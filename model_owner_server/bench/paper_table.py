@@ -50,7 +50,7 @@ STANDARD = Budget(n_train=320, n_valid=200, n_test=None, seeds=(0, 1), tuning=_T
                   lr_grid=(1e-4, 3e-4, 1e-3), full_lr_grid=(1e-5, 3e-5), fidelity_batches=4)
 QUICK = Budget(n_train=64, n_valid=48, n_test=120, seeds=(0, 1), tuning=_TUNING,
                lr_grid=(3e-4, 1e-3), full_lr_grid=(3e-5,), fidelity_batches=2)
-STANDARD_TASKS = ("goal_step_wikihow_goal", "goal_step_wikihow_step", "bbc_news", "social_iqa")
+STANDARD_TASKS = ("goal_step_wikihow_goal", "goal_step_wikihow_step", "bbc_news", "winowhy")
 QUICK_TASKS = ("goal_step_wikihow_goal",)
 
 TaskLoader = Callable[[str], TaskData[MCExample]]
