@@ -248,6 +248,7 @@ def run_stage1(
     ckpt = Stage1Checkpoint(checkpoint_dir(pid))
     start_step = ckpt.restore(harmonizers, scores, h_opt, s_opt, generator, curve)
     init = ckpt.restore_init()
+    comm.barrier()  # every rank has read the checkpoint before rank 0 may write the initialised one
     if init is None:  # a fresh run (a checkpoint already holds the initialised state)
         init = initialise(base, config, middle, harmonizers, dl_stream, rl_stream)
         with torch.no_grad():  # ranks agree on the start (DDP broadcasts rank 0's harmonizers)

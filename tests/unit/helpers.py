@@ -20,6 +20,8 @@ def tiny_config(**overrides: object) -> Stage1Config:
         "adapter_bottom": 1,
         "adapter_top": 1,
         "checkpoint_every": 2,
+        "fit_sequences": 8,  # a short per-block regression keeps the tiny runs fast
+        "fit_steps": 20,
     }
     values.update(overrides)
     return Stage1Config.model_validate(values)
