@@ -22,7 +22,7 @@ from torch import nn
 
 from model_owner_server.base_models import BaseModel, load_base_model
 from model_owner_server.emulators.build import generate_emulator
-from model_owner_server.emulators.calibration import block_influence, capture_middle
+from model_owner_server.emulators.calibration import block_influence, capture_middle, sample_sequences
 from model_owner_server.emulators.fidelity import held_out_windows
 from model_owner_server.emulators.harmonizer_fit import fit_all
 from model_owner_server.emulators.policy import deployed_mask
@@ -30,6 +30,7 @@ from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config
 from model_owner_server.emulators.selection import middle_indices, n_replaced
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.stage1 import ensure_profile, token_stream
+from model_owner_server.emulators.stage1_init import HELD_OUT_SEQUENCES
 from shared.blocks import activation_name, find_block_stack, set_block_stack, text_config
 from shared.corpora import calibration_split
 from shared.harmonizer import Harmonizer, HarmonizerConfig
@@ -52,18 +53,15 @@ def _swapped_ppl(base: BaseModel, replaced: set[int], harmonizers: dict[int, Har
         set_block_stack(base.model, stack.path, stack.blocks)
 
 
-def _sequences(stream: torch.Tensor, n: int, seq_len: int, seed: int) -> torch.Tensor:
-    starts = torch.randint(0, stream.numel() - seq_len, (n,), generator=torch.Generator().manual_seed(seed))
-    return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
-
-
 def training_free_rows(base: BaseModel, config: Stage1Config, ranks: list[int], windows: torch.Tensor,
                        log: Any) -> list[dict[str, Any]]:
     middle = middle_indices(base.num_layers, config.adapter_bottom, config.adapter_top)
     stream = token_stream(base, calibration_split()[0])
     split = int(stream.numel() * 0.95)
-    fit = capture_middle(base.model, middle, _sequences(stream[:split], config.fit_sequences, config.seq_len, 0))
-    held = capture_middle(base.model, middle, _sequences(stream[split:], 16, config.seq_len, 1))
+    fit_ids = sample_sequences(stream[:split], config.fit_sequences, config.seq_len, torch.Generator().manual_seed(0))
+    held_ids = sample_sequences(stream[split:], HELD_OUT_SEQUENCES, config.seq_len, torch.Generator().manual_seed(1))
+    fit = capture_middle(base.model, middle, fit_ids)
+    held = capture_middle(base.model, middle, held_ids)
     influence = block_influence(held)
     by_influence = {a: {middle[p] for p in deployed_mask(influence, n_replaced(len(middle), a))} for a in ALPHAS}
     rows = [{"variant": "drop / influence", **{str(a): _swapped_ppl(base, by_influence[a], None, windows)

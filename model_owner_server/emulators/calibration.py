@@ -37,6 +37,15 @@ class MiddleActivations:
         return n * (t - 1)
 
 
+def sample_sequences(stream: torch.Tensor, n: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, seq_len) windows of the token stream at seeded random offsets."""
+    high = stream.numel() - seq_len
+    if high <= 0:
+        raise ValueError(f"calibration text has {stream.numel()} tokens; need more than seq_len={seq_len}")
+    starts = torch.randint(0, high, (n,), generator=generator)
+    return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
+
+
 def ordinary_tokens(x: torch.Tensor) -> torch.Tensor:
     """(N, T, H) -> (N * (T - 1), H): every position but the first (the attention sink)."""
     return x[:, 1:].reshape(-1, x.shape[-1])

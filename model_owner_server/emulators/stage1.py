@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from model_owner_server.base_models import BaseModel
-from model_owner_server.emulators.calibration import ordinary_tokens, relative_error
+from model_owner_server.emulators.calibration import ordinary_tokens, relative_error, sample_sequences
 from model_owner_server.emulators.checkpoint import Stage1Checkpoint
 from model_owner_server.emulators.distributed import Collective
 from model_owner_server.emulators.policy import deployed_mask, sample_mask, served_sizes
@@ -193,14 +193,6 @@ def token_stream(base: BaseModel, texts: list[str]) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def _batch(stream: torch.Tensor, config: Stage1Config, generator: torch.Generator) -> torch.Tensor:
-    high = stream.numel() - config.seq_len
-    if high <= 0:
-        raise ValueError(f"calibration text has {stream.numel()} tokens; need more than seq_len={config.seq_len}")
-    starts = torch.randint(0, high, (config.batch_size,), generator=generator)
-    return torch.stack([stream[s : s + config.seq_len] for s in starts.tolist()])
-
-
 def new_harmonizers(base: BaseModel, config: Stage1Config, middle: list[int]) -> dict[int, Harmonizer]:
     torch.manual_seed(config.seed)
     hcfg = config.harmonizer_config(activation_name(base.model.config))
@@ -267,7 +259,7 @@ def run_stage1(
                 raise Stage1Cancelled(f"stage 1 stopped at step {step}; it resumes from there")
             k = sizes[step % len(sizes)]
             # DL step: harmonizers learn under the mask stage 2 deploys for this k.
-            batch = comm.shard(_batch(dl_stream, config, generator))
+            batch = comm.shard(sample_sequences(dl_stream, config.batch_size, config.seq_len, generator))
             positions = deployed_mask(scores.detach(), k)
             target = net.original_middle_output(batch)
             losses = net.loss(batch, {middle[p] for p in positions}, target, generator)
@@ -276,7 +268,7 @@ def run_stage1(
             torch.nn.utils.clip_grad_norm_(h_params, 1.0)
             h_opt.step()
             # RL step: REINFORCE on the importance logits with C masks of size k on a held-out batch.
-            rl_batch = comm.shard(_batch(rl_stream, config, generator))
+            rl_batch = comm.shard(sample_sequences(rl_stream, config.batch_size, config.seq_len, generator))
             rl_target = net.original_middle_output(rl_batch)
             rewards, log_probs = [], []
             for _ in range(config.rl_samples):
