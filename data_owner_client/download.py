@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -23,9 +24,11 @@ from shared.manifest import MANIFEST_NAME, EmulatorManifest
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import httpx
+
     from data_owner_client.client import ScaleOTClient
 
-CHUNK = 1 << 20  # module attribute so tests can interrupt mid-file
+CHUNK = 4 << 20  # write/hash block; a module attribute so tests can interrupt mid-file
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,57 @@ def _fetch_manifest(client: ScaleOTClient, emulator_id: str) -> tuple[EmulatorMa
         raise ClientError(f"the server sent an invalid manifest for {emulator_id}: {exc}") from exc
 
 
+def _hash_prefix(part: Path, have: int) -> hashlib._Hash:
+    """sha256 state after the bytes already on disk, so a resumed file is still hashed in one pass."""
+    digest = hashlib.sha256()
+    with part.open("rb") as f:
+        while have > 0 and (block := f.read(min(CHUNK, have))):
+            digest.update(block)
+            have -= len(block)
+    return digest
+
+
+def _receive(response: httpx.Response, f: IO[bytes], digest: hashlib._Hash, have: int,
+             progress: Callable[[int], None]) -> int:
+    """Write the body to f while hashing it; returns the bytes now in f.
+
+    The network's pieces (64 KiB) are gathered into blocks of CHUNK; each block is hashed in a
+    second thread while it is written (hashlib and file writes release the GIL), so the file is
+    read from the socket once, written once and hashed once, with no second pass over the disk.
+    """
+    pending: list[bytes] = []
+    buffered = 0
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        hashing: Future[None] | None = None
+
+        def flush() -> None:
+            nonlocal hashing, have, buffered
+            block = b"".join(pending)
+            pending.clear()
+            buffered = 0
+            if hashing is not None:
+                hashing.result()  # blocks are hashed in order
+            hashing = hasher.submit(digest.update, block)
+            f.write(block)
+            have += len(block)
+            progress(have)
+
+        for piece in response.iter_bytes():  # no chunk_size: httpx's re-chunking halves the rate
+            pending.append(piece)
+            buffered += len(piece)
+            if buffered >= CHUNK:
+                flush()
+        if pending:
+            flush()
+        if hashing is not None:
+            hashing.result()
+    return have
+
+
 def _download_file(client: ScaleOTClient, emulator_id: str, name: str, sha256: str, size: int, folder: Path,
                    progress: Callable[[int], None]) -> int:
-    """Fetch one file into folder/name (resuming folder/name.part); returns bytes resumed from."""
+    """Fetch one file into folder/name (resuming folder/name.part), checking its sha256 on the way;
+    returns bytes resumed from."""
     from data_owner_client.client import ClientError
 
     final, part = folder / name, folder / f"{name}.part"
@@ -70,6 +121,7 @@ def _download_file(client: ScaleOTClient, emulator_id: str, name: str, sha256: s
     if have > size:
         part.unlink()
         have = 0
+    digest = _hash_prefix(part, have) if have else hashlib.sha256()
     headers = {"If-Range": f'"{sha256}"', "Range": f"bytes={have}-"} if 0 < have < size else {}
     resumed = have
     if have < size:
@@ -77,13 +129,11 @@ def _download_file(client: ScaleOTClient, emulator_id: str, name: str, sha256: s
             mode = "ab" if response.status_code == 206 else "wb"
             if response.status_code != 206:
                 resumed = have = 0
+                digest = hashlib.sha256()
             progress(have)
             with part.open(mode) as f:
-                for chunk in response.iter_bytes(CHUNK):
-                    f.write(chunk)
-                    have += len(chunk)
-                    progress(have)
-    if part.stat().st_size != size or sha256_file(part) != sha256:
+                have = _receive(response, f, digest, have, progress)
+    if have != size or part.stat().st_size != size or digest.hexdigest() != sha256:
         part.unlink()
         raise ClientError(f"{name}: sha256 mismatch after download (corrupted or changed on the server); "
                           "run the download again")
@@ -118,7 +168,7 @@ def download_emulator(client: ScaleOTClient, emulator_id: str, out_dir: Path,
         done_before += entry.size
     (folder / MANIFEST_NAME).write_bytes(manifest_bytes)
     try:
-        verify_emulator(folder)
+        verify_emulator(folder, known_sha256={n: e.sha256 for n, e in manifest.files.items()})
     except ArtifactError as exc:
         raise ClientError(str(exc)) from exc
     if out_dir.exists():

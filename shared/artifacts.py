@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -73,8 +74,13 @@ def read_manifest(directory: Path) -> EmulatorManifest:
         raise ArtifactError(f"{path} is not a valid emulator manifest: {exc}") from exc
 
 
-def verify_emulator(directory: Path) -> EmulatorManifest:
-    """Check that every file listed in the manifest is present with its size and sha256."""
+def verify_emulator(directory: Path, known_sha256: Mapping[str, str] | None = None) -> EmulatorManifest:
+    """Check that every file listed in the manifest is present with its size and sha256.
+
+    `known_sha256` names files whose digest the caller has just computed while writing them (the
+    download hashes as it receives); those are compared, not read from disk a second time.
+    """
+    known = known_sha256 or {}
     directory = Path(directory)
     manifest = read_manifest(directory)
     problems: list[str] = []
@@ -89,7 +95,7 @@ def verify_emulator(directory: Path) -> EmulatorManifest:
             problems.append(f"{name}: missing")
         elif path.stat().st_size != entry.size:
             problems.append(f"{name}: size {path.stat().st_size} != {entry.size} in the manifest (truncated?)")
-        elif sha256_file(path) != entry.sha256:
+        elif (known[name] if name in known else sha256_file(path)) != entry.sha256:
             problems.append(f"{name}: sha256 mismatch (modified or corrupted)")
     if problems:
         raise ArtifactError(

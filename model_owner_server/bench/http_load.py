@@ -49,6 +49,12 @@ class Download:
     concurrent_http_mb_s: float
     curl_mb_s: float | None  # a C client: what the server delivers without Python on the client side
     curl_ratio: float | None
+    # the whole emulator (every manifest file) written to disk: the data owner's client (resumable,
+    # sha256-verified, renamed into place) against curl writing the same files over one connection
+    emulator_mb: float = 0.0
+    client_mb_s: float = 0.0
+    curl_to_disk_mb_s: float | None = None
+    client_vs_curl: float | None = None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -121,7 +127,7 @@ async def http_download_mb_s(url: str, path: str, headers: dict[str, str], size:
         async def fetch() -> int:
             got = 0
             async with client.stream("GET", path) as response:
-                async for chunk in response.aiter_raw(1 << 20):
+                async for chunk in response.aiter_raw():  # a chunk_size makes httpx re-buffer
                     got += len(chunk)
             if got != size:
                 raise RuntimeError(f"downloaded {got} bytes of {path}, expected {size}")
@@ -140,8 +146,51 @@ def measure_download(url: str, emulator: dict[str, Any], headers: dict[str, str]
                              for _ in range(repeats))
     concurrent = asyncio.run(http_download_mb_s(url, entry["url"], headers, entry["size"], 4))
     curl = curl_mb_s(url + entry["url"], headers, entry["size"], repeats)
+    total = sum(int(f["size"]) for f in emulator["files"])
+    # alternate the two so that both see the same machine state
+    client_rates, curl_rates = [], []
+    with tempfile.TemporaryDirectory(prefix="scaleot-dl-") as tmp:
+        for i in range(repeats):
+            client_rates.append(client_download_mb_s(url, headers["Authorization"], emulator["id"], Path(tmp) / f"c{i}",
+                                                     total))
+            rate = curl_files_mb_s(url, headers, emulator["files"], Path(tmp) / f"curl{i}", total)
+            if rate is not None:
+                curl_rates.append(rate)
+    client = statistics.median(client_rates)
+    curl_disk = statistics.median(curl_rates) if curl_rates else None
     return Download(entry["name"], entry["size"] / 1e6, http, disk, http / disk, concurrent, curl,
-                    curl / disk if curl else None)
+                    curl / disk if curl else None, total / 1e6, client, curl_disk,
+                    client / curl_disk if curl_disk else None)
+
+
+def client_download_mb_s(url: str, authorization: str, emulator_id: str, out: Path, total: int) -> float:
+    """The data owner's `download_emulator`, end to end (hash check and rename included)."""
+    from data_owner_client.client import ScaleOTClient
+
+    with ScaleOTClient(url, authorization.removeprefix("Bearer ")) as client:
+        started = time.perf_counter()
+        client.download_emulator(emulator_id, out)
+        rate = total / 1e6 / (time.perf_counter() - started)
+    shutil.rmtree(out)
+    return rate
+
+
+def curl_files_mb_s(url: str, headers: dict[str, str], files: list[dict[str, Any]], out: Path, total: int
+                    ) -> float | None:
+    """curl writing every emulator file to disk over one kept-alive connection (no hash check)."""
+    if shutil.which("curl") is None:
+        return None
+    out.mkdir()
+    command = ["curl", "-sS", "--fail"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    for f in files:
+        command += ["-o", str(out / f["name"]), url + f["url"]]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    rate = total / 1e6 / (time.perf_counter() - started)
+    shutil.rmtree(out)
+    return rate
 
 
 def curl_mb_s(full_url: str, headers: dict[str, str], size: int, repeats: int) -> float | None:
@@ -251,5 +300,12 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| file | MB | disk MB/s | HTTP MB/s, httpx client | HTTP / disk | 4 parallel httpx (total) | "
               "HTTP MB/s, curl |", "|---|---|---|---|---|---|---|",
               f"| {d['file']} | {d['size_mb']:.1f} | {d['disk_mb_s']:.0f} | {d['http_mb_s']:.0f} | {d['ratio']:.2f} | "
-              f"{d['concurrent_http_mb_s']:.0f} | {curl} |", "", result["note"]]
+              f"{d['concurrent_http_mb_s']:.0f} | {curl} |"]
+    if d.get("client_mb_s"):
+        ratio = "n/a" if d.get("client_vs_curl") is None else f"{d['client_vs_curl']:.2f}"
+        curl_disk = "n/a" if d.get("curl_to_disk_mb_s") is None else f"{d['curl_to_disk_mb_s']:.0f}"
+        lines += ["", "Whole emulator to disk, side by side (median of the repeats):", "",
+                  "| MB | scaleot client MB/s (resumable, sha256-verified) | curl MB/s (no check) | client / curl |",
+                  "|---|---|---|---|", f"| {d['emulator_mb']:.1f} | {d['client_mb_s']:.0f} | {curl_disk} | {ratio} |"]
+    lines += ["", result["note"]]
     return "\n".join(lines)

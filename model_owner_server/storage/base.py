@@ -49,6 +49,11 @@ class ArtifactStore(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Keys under `prefix`, sorted."""
 
+    def file_path(self, key: str) -> Path | None:
+        """The key's file on this machine's disk when the store keeps it there (the server can then
+        send it by path, without reading it through Python), else None."""
+        return None
+
     def local_dir(self, prefix: str) -> Path:
         """A local directory holding the files of `prefix` (for the ML code)."""
 

@@ -71,6 +71,10 @@ class LocalArtifactStore:
                 remaining -= len(data)
                 yield data
 
+    def file_path(self, key: str) -> Path | None:
+        path = self._path(key).resolve()
+        return path if path.is_file() else None
+
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
         if not base.is_dir():

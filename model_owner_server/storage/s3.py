@@ -277,6 +277,9 @@ class S3ArtifactStore:
             finally:
                 body.close()
 
+    def file_path(self, key: str) -> Path | None:
+        return None  # objects live in the bucket; downloads stream them
+
     def local_dir(self, prefix: str) -> Path:
         check_key(prefix)
         base = self.cache_dir / _cache_name(prefix)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model_owner_server.app.core.config import Settings
+from model_owner_server.app.main import create_app
 from model_owner_server.db.engine import make_engine
 from model_owner_server.db.models import Job
 from model_owner_server.jobs.worker import Worker
-from tests.service.conftest import UNIFORM, Headers, build
+from tests.service.conftest import UNIFORM, Headers, build, new_owner
 
 
 def test_same_parameters_same_emulator_built_once(client: TestClient, worker: Worker, alice: Headers,
@@ -114,3 +117,38 @@ def test_concurrent_identical_requests_make_one_emulator(client: TestClient, ali
     assert len({r.json()["id"] for r in responses}) == 1
     with Session(make_engine(settings.db_url)) as session:
         assert len(session.exec(select(Job)).all()) == 1
+
+
+class PathSendServer:
+    """An ASGI server's side of `http.response.pathsend`: it advertises the extension and sends the
+    named file itself (as a sendfile-capable server would), recording which paths went out so."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app, self.sent = app, list[str]()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "extensions": {**scope.get("extensions", {}), "http.response.pathsend": {}}}
+
+        async def relay(message: Message) -> None:
+            if message["type"] == "http.response.pathsend":
+                self.sent.append(message["path"])
+                message = {"type": "http.response.body", "body": Path(message["path"]).read_bytes()}
+            await send(message)
+
+        await self.app(scope, receive, relay)
+
+
+def test_whole_files_go_out_by_path_when_the_server_offers_pathsend(settings: Settings, worker: Worker) -> None:
+    server = PathSendServer(create_app(settings))
+    with TestClient(server) as client:
+        alice = new_owner(client, "alice")
+        emulator = build(client, worker, alice)
+        entry = next(f for f in emulator["files"] if f["name"] == "emulator.safetensors")
+        full = client.get(entry["url"], headers=alice)
+        assert full.status_code == 200 and len(full.content) == entry["size"]
+        assert full.headers["etag"] == f'"{entry["sha256"]}"' and full.headers["content-length"] == str(entry["size"])
+        assert len(server.sent) == 1 and server.sent[0].endswith("emulator.safetensors")
+        assert Path(server.sent[0]).is_absolute()
+        part = client.get(entry["url"], headers={**alice, "Range": "bytes=10-19"})  # ranges stream from the store
+        assert part.status_code == 206 and part.content == full.content[10:20] and len(server.sent) == 1

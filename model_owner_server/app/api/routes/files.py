@@ -1,12 +1,16 @@
 """Emulator file downloads: only files listed in the manifest (plus the manifest), ETag = sha256,
-single-range `Range` (206/416) and `If-Range`, `If-None-Match` (304). Streams from the store."""
+single-range `Range` (206/416) and `If-Range`, `If-None-Match` (304). Streams from the store; a whole
+file on local disk goes out by path when the ASGI server offers `http.response.pathsend` (sendfile,
+no copy through Python); uvicorn does not, so it gets 1 MiB chunks."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.api.ranges import Unsatisfiable, none_match, parse_range, range_applies
@@ -16,6 +20,19 @@ from shared.manifest import MANIFEST_NAME, EmulatorManifest
 
 router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
 CHUNK = 1 << 20
+PATHSEND = "http.response.pathsend"
+
+
+class PathSendResponse(Response):
+    """Headers from the route, body sent by the ASGI server from `path` (ASGI pathsend extension)."""
+
+    def __init__(self, path: Path, status_code: int, headers: dict[str, str]) -> None:
+        super().__init__(status_code=status_code, headers=headers, media_type="application/octet-stream")
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": PATHSEND, "path": str(self.path)})
 
 
 @router.head("/{emulator_id}/files/{name}", include_in_schema=False)
@@ -65,5 +82,8 @@ def download_file(
     headers["Content-Length"] = str(end - start + 1 if info.size else 0)
     if request.method == "HEAD" or info.size == 0:
         return Response(status_code=code, headers=headers, media_type="application/octet-stream")
+    local = state.store.file_path(key) if PATHSEND in request.scope.get("extensions", {}) else None
+    if local is not None and code == status.HTTP_200_OK and local.stat().st_size == info.size:
+        return PathSendResponse(local, code, headers)
     body = state.store.read_range(key, start, end, CHUNK)
     return StreamingResponse(body, status_code=code, headers=headers, media_type="application/octet-stream")
