@@ -26,6 +26,7 @@ from shared.artifacts import sha256_file
 from shared.atomic import atomic_directory
 from shared.blocks import find_block_stack, num_layers
 from shared.cache import cache_dir
+from shared.precision import dtype_name, model_dtype
 
 
 class BaseModelError(ValueError):
@@ -64,6 +65,11 @@ class BaseModel:
     @property
     def num_layers(self) -> int:
         return num_layers(self.model.config)
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype name (`float32`, `bfloat16`, `float16`); profile and emulator ids carry it."""
+        return dtype_name(model_dtype(self.model))
 
 
 def prepared_dir(name: str) -> Path:
@@ -138,23 +144,26 @@ def _directory_digest(directory: Path) -> str:
     return str(json.loads(marker.read_text())["weights_sha256"]) if marker.is_file() else _hash_weights_dir(directory)
 
 
-def _load_dir(name: str, directory: Path) -> BaseModel:
+def _load_dir(name: str, directory: Path, dtype: torch.dtype) -> BaseModel:
     digest = _directory_digest(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     find_block_stack(model)  # fail early with a clear error for an unsupported architecture
     return BaseModel(name=name, model=model.eval(), tokenizer=tokenizer, weights_sha256=digest)
 
 
-def load_base_model(name: str) -> BaseModel:
+def load_base_model(name: str, dtype: torch.dtype = torch.float32) -> BaseModel:
+    """The base model with its weights in `dtype` (the digest is always that of the stored weights)."""
     if name in PACKAGED:
-        return _load_dir(name, prepare(name))
+        return _load_dir(name, prepare(name), dtype)
     if name in TINY_MODELS:
         model = tiny_model(name)
-        return BaseModel(name=name, model=model, tokenizer=byte_tokenizer(), weights_sha256=_hash_state(model))
+        digest = _hash_state(model)  # of the float32 weights, as for a directory's files
+        torch.nn.Module.to(model, dtype)  # in place (transformers types `.to` narrowly)
+        return BaseModel(name=name, model=model, tokenizer=byte_tokenizer(), weights_sha256=digest)
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
-        return _load_dir(str(path.resolve()), path)
+        return _load_dir(str(path.resolve()), path, dtype)
     raise BaseModelError(
         f"unknown base model {name!r}: use one of {', '.join([*PACKAGED, *TINY_MODELS])} "
         "or a local Hugging Face model directory (config.json + *.safetensors)"

@@ -40,11 +40,13 @@ class Harmonizer(nn.Module):
         return hidden_states + self.up(self.act(self.down(self.norm(hidden_states))))
 
     @classmethod
-    def for_block(cls, block: nn.Module, hidden_size: int, config: HarmonizerConfig) -> Harmonizer:
-        """A harmonizer for `block`: its norm starts as a copy of the block's input norm."""
+    def for_block(cls, block: nn.Module, hidden_size: int, config: HarmonizerConfig,
+                  dtype: torch.dtype | None = None) -> Harmonizer:
+        """A harmonizer for `block`: its norm starts as a copy of the block's input norm. In the block's
+        dtype unless `dtype` says otherwise (stage 1 trains float32 harmonizers over a half-precision base)."""
         norm = copy.deepcopy(input_norm(block, hidden_size))
         for p in norm.parameters():
             p.requires_grad_(True)
         harmonizer = cls(hidden_size, config, norm)
         ref = next(block.parameters())
-        return harmonizer.to(device=ref.device, dtype=ref.dtype)
+        return harmonizer.to(device=ref.device, dtype=dtype or ref.dtype)

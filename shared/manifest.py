@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from shared.harmonizer import HarmonizerConfig
+from shared.precision import DtypeName
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "emulator.safetensors"
@@ -60,6 +61,8 @@ class EmulatorManifest(BaseModel):
     layers: list[LayerEntry]
     harmonizer: HarmonizerConfig | None = None
     profile_id: str | None = None
+    dtype: DtypeName = Field(
+        "float32", description="dtype of the weights in emulator.safetensors (the base model's)")
     library_versions: dict[str, str] = Field(default_factory=dict)
     created_at: str = ""
     files: dict[str, FileEntry] = Field(default_factory=dict)

@@ -18,6 +18,7 @@ from data_owner_client.tuning.config import TuningConfig
 from shared.blocks import find_block_stack
 from shared.data_formats import TrainExample
 from shared.low_rank import is_projection
+from shared.precision import fp32_master
 
 
 @dataclass(frozen=True)
@@ -61,21 +62,27 @@ def lora_targets(block: torch.nn.Module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, m in block.named_modules() if name and is_projection(m)})
 
 
-def _trainable(model: PreTrainedModel, blocks: list[int], config: TuningConfig) -> PreTrainedModel | PeftModel:
+def _trainable(model: PreTrainedModel, blocks: list[int], config: TuningConfig
+               ) -> tuple[PreTrainedModel | PeftModel, list[Callable[[], None]]]:
+    """The network to train, and the undos of the float32 master copies it put in (full mode).
+
+    Full mode trains the blocks in float32 inside a model of any dtype (`fp32_master`); LoRA's
+    matrices are float32 already (PEFT creates them so over a half-precision base)."""
     for p in model.parameters():
         p.requires_grad_(False)
     stack = find_block_stack(model)
     if config.mode == "full":
+        undos = [fp32_master(stack.blocks[i]) for i in blocks]
         for i in blocks:
             for p in stack.blocks[i].parameters():
                 p.requires_grad_(True)
-        return model
+        return model, undos
     lora = LoraConfig(
         r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         target_modules=lora_targets(stack.blocks[blocks[0]]), layers_to_transform=list(blocks),
         layers_pattern=stack.path.rsplit(".", 1)[-1], bias="none", task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    return get_peft_model(model, lora), []
 
 
 @torch.no_grad()
@@ -112,7 +119,7 @@ def tune(
     train_enc = [encode(tokenizer, e, config.max_len) for e in train]
     valid_enc = [encode(tokenizer, e, config.max_len) for e in valid] if valid else []
 
-    net = _trainable(model, blocks, config)
+    net, undos = _trainable(model, blocks, config)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     micro_per_epoch = math.ceil(len(train_enc) / config.batch_size)
@@ -163,6 +170,8 @@ def tune(
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
+    for undo in undos:  # the returned model is in one dtype again; the adapter keeps the float32 masters
+        undo()
     result.state = best if config.mode == "full" else {}
     result.steps = step
     return result

@@ -33,6 +33,7 @@ from shared.emulator_model import build_skeleton, emulator_config, materialize, 
 from shared.harmonizer import Harmonizer, HarmonizerConfig
 from shared.low_rank import linear_weight
 from shared.manifest import EmulatorManifest, LayerEntry, LayerKind
+from shared.precision import dtype_name, model_dtype
 
 DEFAULT_SEED = 0
 
@@ -115,13 +116,17 @@ def _block_state(
 def generate_emulator(
     base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile | None, seed: int = DEFAULT_SEED
 ) -> tuple[PreTrainedModel, EmulatorManifest]:
-    """The emulator model (a fresh transformers model, sharing no storage with `base`) and manifest."""
+    """The emulator model (a fresh transformers model, sharing no storage with `base`) and manifest.
+
+    Its weights are in the base model's dtype, the profile's float32 harmonizers included: the
+    artifact is written in that dtype, and the client loads whatever dtype the artifact has."""
     model = base.model
+    dtype = model_dtype(model)
     stack = find_block_stack(model)
     num_layers = len(stack)
     plan = plan_layers(spec, num_layers, stack.blocks, profile, activation_name(model.config))
     config = emulator_config(model.config, [e.full_index for e in plan.entries])
-    emulator = build_skeleton(config, plan.entries, plan.harmonizer)
+    emulator = build_skeleton(config, plan.entries, plan.harmonizer, dtype)
     hidden = text_config(model.config).hidden_size
 
     prefix = f"{stack.path}."
@@ -129,12 +134,12 @@ def generate_emulator(
     for entry in plan.entries:
         block_state = _block_state(entry, stack.blocks[entry.full_index], profile, spec, hidden, plan.harmonizer)
         state.update({f"{prefix}{entry.emulator_index}.{k}": v for k, v in block_state.items()})
-    materialize(emulator, state)
+    materialize(emulator, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
 
     uses_profile = spec.method == "scaleot" and (spec.options.importance or spec.options.harmonizers)
     pid = profile.meta.profile_id if (profile is not None and uses_profile) else None
     manifest = EmulatorManifest(
-        emulator_id=spec.emulator_id(base.weights_sha256, pid),
+        emulator_id=spec.emulator_id(base.weights_sha256, pid, base.dtype),
         base_model=base.name,
         base_model_sha256=base.weights_sha256,
         method=spec.method,
@@ -148,6 +153,7 @@ def generate_emulator(
         layers=plan.entries,
         harmonizer=plan.harmonizer,
         profile_id=pid,
+        dtype=dtype_name(dtype),
         library_versions=library_versions(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -93,7 +93,9 @@ def block_influence(acts: MiddleActivations) -> list[float]:
 
 
 def relative_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-token normalised squared error ||p - t||^2 / ||t||^2, averaged over tokens (a scalar)."""
+    """Per-token normalised squared error ||p - t||^2 / ||t||^2, averaged over tokens (a scalar), in
+    float32 whatever the inputs' dtype (a half-precision sum of squares loses the small errors)."""
+    predicted, target = predicted.float(), target.float()
     num = (predicted - target).pow(2).sum(-1)
     den = target.pow(2).sum(-1).clamp_min(1e-6)
     return (num / den).mean()

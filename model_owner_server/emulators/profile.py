@@ -116,13 +116,17 @@ def corpus_tag(texts: list[str] | None) -> str:
     return "custom-" + hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
 
 
-def profile_id(base_sha256: str, config: Stage1Config, corpus: str = CALIBRATION_CORPUS) -> str:
+def profile_id(base_sha256: str, config: Stage1Config, corpus: str = CALIBRATION_CORPUS,
+               dtype: str = "float32") -> str:
+    """Stable id of a stage-1 run; `dtype` is the frozen base's (float32 leaves the ids of earlier profiles)."""
     payload = {
         "version": PROFILE_VERSION,
         "base": base_sha256,
         "corpus": corpus,
         "config": config.model_dump(mode="json", exclude={"checkpoint_every"}),
     }
+    if dtype != "float32":
+        payload["dtype"] = dtype
     return "prof-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -34,8 +34,11 @@ class EmulatorSpec(BaseModel):
                 f"blocks in a {num_layers}-block model; use fewer adapter blocks"
             )
 
-    def emulator_id(self, base_weights_sha256: str, profile_id: str | None) -> str:
+    def emulator_id(self, base_weights_sha256: str, profile_id: str | None, dtype: str = "float32") -> str:
+        """Same request, base weights, profile and dtype -> same id (float32 keeps the ids it always had)."""
         payload = self.model_dump(mode="json", exclude={"base_model"})
         payload.update(base=base_weights_sha256, profile=profile_id)
+        if dtype != "float32":
+            payload["dtype"] = dtype
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return f"emu-{digest[:20]}"

@@ -46,6 +46,7 @@ from model_owner_server.emulators.stage1_init import initialise
 from shared.blocks import activation_name, find_block_stack, set_block_stack, text_config
 from shared.corpora import calibration_split
 from shared.harmonizer import Harmonizer
+from shared.precision import fp32_master
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class MixedNetwork:
         """Gaussian noise of norm eps * ||x_t|| per token for the middle input x seen last (none at position 0)."""
         x = self.entry.seen_input
         assert x is not None
-        noise = torch.randn(x.shape, generator=generator).to(x.device)
+        noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
         noise = noise * (eps * x.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True).clamp_min(1e-6))
         noise[:, 0] = 0
         return noise
@@ -194,11 +195,16 @@ def token_stream(base: BaseModel, texts: list[str]) -> torch.Tensor:
 
 
 def new_harmonizers(base: BaseModel, config: Stage1Config, middle: list[int]) -> dict[int, Harmonizer]:
+    """Float32 harmonizers whatever the base's dtype (fp32 master weights; `fp32_master` casts at their
+    boundary), initialised the same way over a float32 or a half-precision base."""
     torch.manual_seed(config.seed)
     hcfg = config.harmonizer_config(activation_name(base.model.config))
     hidden = text_config(base.model.config).hidden_size
     blocks = find_block_stack(base.model).blocks
-    return {i: Harmonizer.for_block(blocks[i], hidden, hcfg) for i in middle}
+    harmonizers = {i: Harmonizer.for_block(blocks[i], hidden, hcfg, dtype=torch.float32) for i in middle}
+    for harmonizer in harmonizers.values():
+        fp32_master(harmonizer)
+    return harmonizers
 
 
 def run_stage1(
@@ -220,7 +226,7 @@ def run_stage1(
     middle = middle_indices(num_layers, config.adapter_bottom, config.adapter_top)
     if not middle:
         raise ValueError(f"no middle blocks: {num_layers} blocks, adapter {config.adapter_bottom}+{config.adapter_top}")
-    pid = profile_id(base.weights_sha256, config, corpus_tag(texts))
+    pid = profile_id(base.weights_sha256, config, corpus_tag(texts), base.dtype)
     train_texts = texts if texts is not None else calibration_split()[0]
     stream = token_stream(base, train_texts)
     split = int(stream.numel() * 0.95)  # the RL step scores masks on text the DL step never trains on
@@ -328,7 +334,7 @@ def ensure_profile(
     should_stop: Callable[[], bool] | None = None,
 ) -> ImportanceProfile:
     """The cached profile for (base weights, config, corpus), running stage 1 first if it is missing."""
-    cached = find_profile(profile_id(base.weights_sha256, config, corpus_tag(texts)))
+    cached = find_profile(profile_id(base.weights_sha256, config, corpus_tag(texts), base.dtype))
     if cached is not None:
         return cached
     return run_stage1(base, config, texts=texts, on_progress=on_progress, should_stop=should_stop)

@@ -30,6 +30,7 @@ from typing import Any
 from model_owner_server.emulators.distributed import check_world
 from model_owner_server.emulators.profile import Stage1Config
 from model_owner_server.emulators.stage1 import ProgressFn, Stage1Cancelled, Stage1Progress
+from shared.precision import check_device, parse_dtype
 
 MODULE = "model_owner_server.emulators.stage1_launch"
 STDERR_TAIL_LINES = 15
@@ -72,6 +73,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default="{}", help="Stage1Config as JSON (fields not given: defaults)")
     parser.add_argument("--texts-file", default=None, help="JSON list of training texts (default: calibration)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="the frozen base's dtype (harmonizers train in float32 whatever it is)")
     parser.add_argument("--progress-file", default=None)
     parser.add_argument("--stop-file", default=None)
     parser.add_argument("--watch-pid", type=int, default=None, help="stop (with a checkpoint) if this pid dies")
@@ -99,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         config = Stage1Config.model_validate(json.loads(args.config))
         comm.check(config)
         texts = json.loads(Path(args.texts_file).read_text()) if args.texts_file else None
-        base = load_base_model(args.model)
+        dtype = parse_dtype(args.dtype)
+        check_device(dtype, args.device)
+        base = load_base_model(args.model, dtype)
         torch.nn.Module.to(base.model, comm.device)  # (transformers types `.to` narrowly)
-        pid = profile_id(base.weights_sha256, config, corpus_tag(texts))
+        pid = profile_id(base.weights_sha256, config, corpus_tag(texts), base.dtype)
         if comm.agree(find_profile(pid) is not None):  # rank 0 decides, so no rank trains alone
             if comm.is_main:
                 events.write("cached", profile_id=pid)
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(
     model: str, config: Stage1Config, nproc: int, workdir: Path, device: str, texts_file: Path | None,
-    threads: int | None,
+    threads: int | None, dtype: str = "float32",
 ) -> list[str]:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -147,6 +152,7 @@ def _command(
         "--model", model,
         "--config", config.model_dump_json(),
         "--device", device,
+        "--dtype", dtype,
         "--progress-file", str(workdir / "progress.jsonl"),
         "--stop-file", str(workdir / "stop"),
         "--watch-pid", str(os.getpid()),
@@ -209,6 +215,7 @@ def run_stage1_processes(
     workdir: Path,
     *,
     device: str = "cpu",
+    dtype: str = "float32",
     texts: list[str] | None = None,
     threads: int | None = None,
     on_progress: ProgressFn | None = None,
@@ -223,6 +230,7 @@ def run_stage1_processes(
     job's JobCancelled raised by `on_progress`, which is re-raised), with a checkpoint kept to resume from.
     """
     check_world(config, nproc)
+    check_device(parse_dtype(dtype), device)
     if device == "cuda" and nproc > 1:
         import torch
 
@@ -237,7 +245,7 @@ def run_stage1_processes(
     if texts is not None:
         texts_file = workdir / "texts.json"
         texts_file.write_text(json.dumps(texts))
-    cmd = _command(model, config, nproc, workdir, device, texts_file, threads)
+    cmd = _command(model, config, nproc, workdir, device, texts_file, threads, dtype)
     tail = _Tail(progress_file)
     seen: dict[str, dict[str, Any]] = {}
 

@@ -34,7 +34,7 @@ def profile_resuming(base: BaseModel, config: Stage1Config, on_step: ProgressFn,
     """ensure_profile, resuming a stage-1 checkpoint left by a stopped or crashed attempt; a checkpoint
     that cannot be restored (stale format, or the restore bug reported with this service) is
     discarded once and stage 1 starts over, instead of failing the job on every retry."""
-    partial = checkpoint_dir(profile_id(base.weights_sha256, config))
+    partial = checkpoint_dir(profile_id(base.weights_sha256, config, dtype=base.dtype))
     had_checkpoint = partial.exists()
     try:
         return ensure_profile(base, config, on_progress=on_step, should_stop=ctx.should_stop)
@@ -53,7 +53,7 @@ def profile_multiprocess(base: BaseModel, config: Stage1Config, on_step: Progres
     cancellation or shutdown stops it gracefully (rank 0 checkpoints; the next attempt resumes)."""
     from model_owner_server.emulators.stage1_launch import Stage1ProcessError, run_stage1_processes
 
-    pid = profile_id(base.weights_sha256, config)
+    pid = profile_id(base.weights_sha256, config, dtype=base.dtype)
     cached = find_profile(pid)
     if cached is not None:
         return cached
@@ -63,6 +63,7 @@ def profile_multiprocess(base: BaseModel, config: Stage1Config, on_step: Progres
     keep_output = False
     try:
         run_stage1_processes(base.name, config, settings.stage1_nproc, workdir, device=settings.stage1_device,
+                             dtype=base.dtype,
                              on_progress=on_step, should_stop=ctx.should_stop)
     except Stage1ProcessError as exc:
         keep_output = True
@@ -102,7 +103,7 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
                          force=True)
 
         settings = services.settings
-        with profile_lock(profile_id(base.weights_sha256, stage1), ctx.should_stop, waiting):
+        with profile_lock(profile_id(base.weights_sha256, stage1, dtype=base.dtype), ctx.should_stop, waiting):
             if settings.stage1_nproc > 1 or settings.stage1_device != "cpu":
                 profile = profile_multiprocess(base, stage1, on_step, ctx, settings)
             else:

@@ -22,7 +22,7 @@ def build_worker(settings: Settings, worker_id: str | None = None) -> Worker:
         settings=settings,
         engine=engine,
         store=make_store(settings),
-        base_models=BaseModelCache(settings.base_cache_size),
+        base_models=BaseModelCache(settings.base_cache_size, settings.torch_dtype),
     )
     return Worker(services, HANDLERS, worker_id)
 

@@ -11,8 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.precision import DtypeName, parse_dtype
 
 DEFAULT_ADMIN_KEY = "change-me"
 DEFAULT_MODELS = ["smollm2-135m", "tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-opt"]
@@ -47,6 +50,9 @@ class Settings(BaseSettings):
                               "subprocess of the worker; the stage-1 batch size must divide by it")
     stage1_device: Literal["cpu", "cuda"] = Field("cpu", description="device of the stage-1 subprocess ranks "
                                                   "(cuda: one GPU per rank, nccl); in-process stage 1 uses the CPU")
+    dtype: DtypeName = Field(
+        "float32", description="weights of base models, emulator artifacts and generation: bfloat16 halves their "
+        "memory (stage 1 and tuning keep float32 master copies of what they train); float16 needs a GPU")
     eval_limit: int = Field(200, ge=1, description="default cap on test examples of a built-in task")
     generate_max_new_tokens: int = Field(256, ge=1, description="upper bound on max_new_tokens")
     workers_with_serve: int = Field(1, ge=0, description="worker processes `serve` starts beside the API")
@@ -73,6 +79,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _float16_needs_a_gpu(self) -> Settings:
+        if self.dtype == "float16":  # base models, emulators and generation run in the API/worker, on the CPU
+            raise ValueError("SCALEOT_DTYPE=float16 needs a GPU, and this service runs base models, emulators and "
+                             "generation on the CPU: use SCALEOT_DTYPE=bfloat16 (the same memory, float32's range)")
+        return self
+
+    @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> Settings:
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("SCALEOT_STORAGE=s3 needs SCALEOT_S3_BUCKET (an existing bucket; credentials from "
@@ -82,6 +95,10 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'scaleot.db').resolve()}"
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return parse_dtype(self.dtype)
 
     @property
     def artifacts_dir(self) -> Path:

@@ -29,6 +29,6 @@ class AppState:
             settings=settings,
             engine=make_engine(settings.db_url),
             store=make_store(settings),
-            base_models=BaseModelCache(settings.base_cache_size),
+            base_models=BaseModelCache(settings.base_cache_size, settings.torch_dtype),
             plugged=LRUCache(settings.plugged_cache_size),
         )

@@ -21,5 +21,5 @@ def stage1_config(spec: EmulatorSpec, overrides: dict[str, int]) -> Stage1Config
 
 
 def emulator_id(spec: EmulatorSpec, base: BaseModel, stage1: Stage1Config | None) -> str:
-    pid = profile_id(base.weights_sha256, stage1, corpus_tag(None)) if stage1 is not None else None
-    return spec.emulator_id(base.weights_sha256, pid)
+    pid = profile_id(base.weights_sha256, stage1, corpus_tag(None), base.dtype) if stage1 is not None else None
+    return spec.emulator_id(base.weights_sha256, pid, base.dtype)

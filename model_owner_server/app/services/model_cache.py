@@ -12,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+import torch
+
 from model_owner_server.base_models import BaseModel, load_base_model
 
 V = TypeVar("V")
@@ -58,10 +60,11 @@ class LRUCache(Generic[V]):
 
 
 class BaseModelCache:
-    """Loaded base models by name (the registry's `load_base_model`, cached)."""
+    """Loaded base models by name (the registry's `load_base_model`, cached), in the service's dtype."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, dtype: torch.dtype = torch.float32) -> None:
         self._cache: LRUCache[BaseModel] = LRUCache(size)
+        self.dtype = dtype
 
     def get(self, name: str) -> BaseModel:
-        return self._cache.get_or_build(name, lambda: load_base_model(name))
+        return self._cache.get_or_build(name, lambda: load_base_model(name, self.dtype))
