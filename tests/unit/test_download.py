@@ -78,3 +78,9 @@ def test_a_corrupted_body_is_refused_and_nothing_is_renamed(tmp_path: Path, chun
             pytest.raises(ClientError, match=f"{WEIGHTS_NAME}: sha256 mismatch after download"):
         client.download_emulator("emu-1", tmp_path / "emu")
     assert not (tmp_path / "emu").exists()
+
+
+def test_the_socket_is_read_in_large_pieces() -> None:
+    import httpcore
+
+    assert httpcore.HTTP11Connection.READ_NUM_BYTES == download_module.SOCKET_READ
