@@ -252,19 +252,59 @@ def bench_stage1_cost(
                                              "(comma-separated; '' for none)")] = "smollm2-360m-shape",
     timed_steps: Annotated[int, typer.Option(min=1, help="timed stage-1 steps per model (after one warm-up)")] = 3,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
+    dtypes: Annotated[str, typer.Option(help="dtypes of the frozen base, side by side (comma-separated: "
+                                             "float32, bfloat16, float16 on a GPU)")] = "float32",
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
 ) -> None:
-    """Stage-1 step time, memory and emulator size per model size (the numbers of deploy/README.md)."""
+    """Stage-1 step time, memory and emulator size per model size and dtype (the numbers of deploy/README.md)."""
     from model_owner_server.bench import stage1_cost
     from model_owner_server.cli import fail
+    from shared.precision import PrecisionError, check_device, dtype_name, parse_dtype
 
     names = [s.strip() for s in shapes.split(",") if s.strip()]
     unknown = [s for s in names if s not in stage1_cost.SHAPES]
     if unknown:
         fail(f"unknown shape(s) {', '.join(unknown)}; choose from {', '.join(stage1_cost.SHAPES)}")
-    result = stage1_cost.run(out, names, timed_steps, threads)
+    try:
+        chosen = [parse_dtype(d) for d in dtypes.split(",") if d.strip()]
+        for dtype in chosen:
+            check_device(dtype, "cpu")  # stage 1 runs on the CPU here
+    except PrecisionError as exc:
+        fail(str(exc))
+        return
+    if not chosen:
+        fail("--dtypes needs at least one dtype")
+    result = stage1_cost.run(out, names, timed_steps, threads, [dtype_name(d) for d in dict.fromkeys(chosen)])
     typer.echo(stage1_cost.markdown(result))
-    typer.echo(f"written to {out / 'stage1-cost'}.{{json,md}}")
+    typer.echo(f"written to {out / stage1_cost.output_stem(result['dtypes'])}.{{json,md}}")
+
+
+@bench_app.command("dtype-parity")
+def bench_dtype_parity(
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    task: Annotated[str, typer.Option(help="built-in multiple-choice task")] = "goal_step_wikihow_goal",
+    dtypes: Annotated[str, typer.Option(help="comma-separated; the first is the reference")] = "float32,bfloat16",
+    n_train: Annotated[int, typer.Option(min=1, help="training examples for the adapter")] = 64,
+    n_test: Annotated[int | None, typer.Option(min=1, help="test examples (default: the whole split)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """Zero-shot and plug-in accuracy per dtype of the base model, emulator and generation (parity within 1 SE)."""
+    from model_owner_server.bench import dtype_parity
+    from model_owner_server.cli import fail
+    from shared.precision import PrecisionError, check_device, dtype_name, parse_dtype
+
+    try:
+        chosen = list(dict.fromkeys(parse_dtype(d) for d in dtypes.split(",") if d.strip()))
+        for dtype in chosen:
+            check_device(dtype, "cpu")
+    except PrecisionError as exc:
+        fail(str(exc))
+        return
+    if len(chosen) < 2:
+        fail("--dtypes needs a reference and at least one other dtype, e.g. float32,bfloat16")
+    result = dtype_parity.run(model, task, [dtype_name(d) for d in chosen], out, n_train, n_test, threads=threads)
+    typer.echo(dtype_parity.markdown(result))
 
 
 @bench_app.command("stage1-ablation")

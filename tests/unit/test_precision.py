@@ -148,3 +148,15 @@ def test_plug_in_into_a_bfloat16_base(bf16_emulator: tuple[Path, Path]) -> None:
     assert changes_outputs(base.model, plugged, base.tokenizer)
     ids = base.tokenizer("abc", return_tensors="pt")["input_ids"]
     assert plugged.generate(ids, max_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
+
+
+def test_dtype_parity_bench_on_a_tiny_model(tmp_path: Path) -> None:
+    from model_owner_server.bench import dtype_parity
+
+    tuning = TuningConfig(epochs=1, lr=1e-3, batch_size=4, max_len=64, warmup_ratio=0.0)
+    result = dtype_parity.run("tiny-llama", "goal_step_wikihow_goal", ["float32", "bfloat16"], tmp_path,
+                              n_train=8, n_test=8, tuning=tuning)
+    assert [r["manifest_dtype"] for r in result["runs"]] == ["float32", "bfloat16"]
+    compared = result["against"]["bfloat16"]
+    assert set(compared) == {"zero_shot", "plug_in"} and all(c["paired_stderr"] >= 0 for c in compared.values())
+    assert (tmp_path / "dtype-parity-tiny-llama-goal_step_wikihow_goal.md").read_text().count("| bfloat16 |") == 3
