@@ -90,3 +90,23 @@ def test_settings_refuse_a_default_admin_key(tmp_path: Any) -> None:
     with pytest.raises(ValidationError, match="SCALEOT_ADMIN_KEY"):
         Settings(data_dir=tmp_path, admin_key="short")
     assert Settings(data_dir=tmp_path, environment="development").admin_key == "change-me"
+
+
+@pytest.mark.parametrize("ttl", [0.0, 0.5])
+def test_a_key_revoked_outside_the_api_stops_within_the_cache_time(tmp_path: Any, ttl: float) -> None:
+    import time
+
+    from model_owner_server.app.main import create_app
+    from model_owner_server.app.services.owners import revoke_keys
+    from tests.service.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", auth_cache_s=ttl)
+    with TestClient(create_app(settings)) as client:
+        key = client.post("/v1/owners", json={"name": "dave"}, headers=ADMIN).json()["api_key"]
+        assert client.get("/v1/emulators", headers=auth(key)).status_code == 200  # remembered from here on
+        with Session(make_engine(settings.db_url)) as session:  # as `scaleot-server keys revoke` does
+            assert revoke_keys(session, "dave") == 1
+        if ttl:
+            assert client.get("/v1/emulators", headers=auth(key)).status_code == 200  # still remembered
+            time.sleep(ttl + 0.1)
+        assert client.get("/v1/emulators", headers=auth(key)).status_code == 401

@@ -8,15 +8,14 @@ key -> 401; a data owner on an admin route -> 403.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from model_owner_server.app.core.security import hash_key, key_id_of, same_secret
+from model_owner_server.app.core.security import Principal, hash_key, key_id_of, same_secret
 from model_owner_server.app.core.state import AppState
 from model_owner_server.db.models import ApiKey
 
@@ -40,16 +39,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 bearer = HTTPBearer(auto_error=False, description="the admin key, or a data owner's key from `keys create`")
 
 
-@dataclass(frozen=True)
-class Principal:
-    role: Literal["admin", "owner"]
-    owner_id: str | None = None  # None for the admin
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
-
 def _unauthorized(reason: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, reason, headers={"WWW-Authenticate": "Bearer"})
 
@@ -62,21 +51,29 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() or None
 
 
+def remembered(state: AppState, presented: str | None) -> Principal | None:
+    """The caller, when this key was accepted in the last few seconds (no I/O: the event loop may call it)."""
+    return state.keys.get(hash_key(presented)) if presented else None
+
+
 def authenticate(state: AppState, presented: str | None) -> Principal:
     """Who holds this key; raises 401. Opens its own session (the request guard calls it before the
     route, and so before any request body is read)."""
     if not presented:
         raise _unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    if same_secret(hash_key(presented), hash_key(state.settings.admin_key)):
+    digest = hash_key(presented)
+    if same_secret(digest, hash_key(state.settings.admin_key)):
         return Principal("admin")
     key_id = key_id_of(presented)
     with Session(state.engine) as session:
         row = session.get(ApiKey, key_id) if key_id else None
     # compare even when the id is unknown, so timing does not reveal which ids exist
-    valid = same_secret(hash_key(presented), row.key_hash if row else "0" * 64)
+    valid = same_secret(digest, row.key_hash if row else "0" * 64)
     if row is None or row.revoked or not valid:
         raise _unauthorized("invalid API key: ask the model owner for a key (`scaleot-server keys create`)")
-    return Principal("owner", owner_id=row.owner_id)
+    principal = Principal("owner", owner_id=row.owner_id)
+    state.keys.put(digest, principal)
+    return principal
 
 
 PRINCIPAL_KEY = "scaleot_principal"  # where the request guard leaves the caller in `request.state`
@@ -88,7 +85,11 @@ async def get_principal(
     known = getattr(request.state, PRINCIPAL_KEY, None)
     if isinstance(known, Principal):  # the request guard authenticated the caller already
         return known
-    return await run_in_threadpool(authenticate, state, credentials.credentials if credentials else None)
+    presented = credentials.credentials if credentials else None
+    principal = remembered(state, presented)
+    if principal is None:
+        principal = await run_in_threadpool(authenticate, state, presented)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -25,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_owner_server.app.api.deps import PRINCIPAL_KEY, authenticate, bearer_token
+from model_owner_server.app.api.deps import PRINCIPAL_KEY, authenticate, bearer_token, remembered
 from model_owner_server.app.api.multipart import too_large
 from model_owner_server.app.core.state import AppState
 from shared.bounded_json import JSONLimitError, loads_bounded
@@ -65,7 +65,9 @@ class RequestGuard:
         try:
             if scope["path"].startswith(PROTECTED_PREFIX):
                 token = bearer_token(headers.get("authorization"))
-                principal = await anyio.to_thread.run_sync(authenticate, self.state, token)
+                principal = remembered(self.state, token)
+                if principal is None:  # not seen lately: the database, in the thread pool
+                    principal = await anyio.to_thread.run_sync(authenticate, self.state, token)
                 scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
             settings = self.state.settings
             multipart = _is_multipart(headers) and scope["path"].rstrip("/") in UPLOAD_PATHS

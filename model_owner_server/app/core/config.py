@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="cap on one multipart body (adapter, JSONL)")
     max_json_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024**2,
                                 description="cap on any other request body (JSON); read only after authentication")
+    auth_cache_s: float = Field(5.0, ge=0, le=300,
+                                description="seconds an accepted API key is remembered per API process (0: check the "
+                                "database on every request); a key revoked elsewhere keeps working that long")
     models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), description="base models served")
     worker_poll_s: float = Field(1.0, gt=0, description="worker sleep when the queue is empty")
     lease_s: float = Field(60.0, gt=0, description="a running job whose lease is older than this is recovered")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
+from typing import Literal
 
 PREFIX = "sot"
 
@@ -35,3 +37,15 @@ def key_id_of(key: str) -> str | None:
 def same_secret(presented: str, expected: str) -> bool:
     """Constant-time comparison of two strings (digests or keys)."""
     return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the model owner (admin key) or one data owner."""
+
+    role: Literal["admin", "owner"]
+    owner_id: str | None = None  # None for the admin
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"

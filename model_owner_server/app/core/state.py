@@ -8,6 +8,8 @@ from sqlalchemy.engine import Engine
 from transformers import PreTrainedModel
 
 from model_owner_server.app.core.config import Settings
+from model_owner_server.app.core.key_cache import KeyCache
+from model_owner_server.app.core.security import Principal
 from model_owner_server.app.services.model_cache import BaseModelCache, LRUCache
 from model_owner_server.db.engine import make_engine
 from model_owner_server.storage.base import ArtifactStore
@@ -21,6 +23,7 @@ class AppState:
     store: ArtifactStore
     base_models: BaseModelCache
     plugged: LRUCache[PreTrainedModel]  # adapter id -> full model with that adapter plugged in
+    keys: KeyCache[Principal]  # key sha256 -> who holds it, for a few seconds
     schema_revision: str | None = None  # set once the migrations ran at start-up
 
     @classmethod
@@ -31,4 +34,5 @@ class AppState:
             store=make_store(settings),
             base_models=BaseModelCache(settings.base_cache_size, settings.torch_dtype),
             plugged=LRUCache(settings.plugged_cache_size),
+            keys=KeyCache(settings.auth_cache_s),
         )

@@ -7,10 +7,10 @@ import re
 from typing import TypeVar
 
 from fastapi import HTTPException, status
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from model_owner_server.app.api.deps import Principal
-from model_owner_server.db.models import Adapter, Emulator, EmulatorGrant, Evaluation
+from model_owner_server.app.core.security import Principal
+from model_owner_server.db.models import Adapter, Emulator, EmulatorGrant, Evaluation, Job
 
 T = TypeVar("T", Emulator, Adapter, Evaluation)
 
@@ -32,15 +32,24 @@ def _lookup(session: Session, model: type[T], kind: str, object_id: str) -> T:
     return row
 
 
-def can_see_emulator(session: Session, principal: Principal, emulator_id: str) -> bool:
-    return principal.is_admin or session.get(EmulatorGrant, (emulator_id, principal.owner_id)) is not None
-
-
 def visible_emulator(session: Session, principal: Principal, emulator_id: str) -> Emulator:
-    row = _lookup(session, Emulator, "emulator", emulator_id)
-    if not can_see_emulator(session, principal, emulator_id):
+    return visible_emulator_and_job(session, principal, emulator_id)[0]
+
+
+def visible_emulator_and_job(session: Session, principal: Principal, emulator_id: str
+                             ) -> tuple[Emulator, Job | None]:
+    """One query for the emulator, the caller's grant and the build job (status polling is the hot path)."""
+    if not _ID.fullmatch(emulator_id):
         raise not_found("emulator", emulator_id)
-    return row
+    query = (select(Emulator, Job).outerjoin(Job, col(Job.id) == col(Emulator.job_id))
+             .where(col(Emulator.id) == emulator_id))
+    if not principal.is_admin:
+        query = query.join(EmulatorGrant, (col(EmulatorGrant.emulator_id) == col(Emulator.id))
+                           & (col(EmulatorGrant.owner_id) == principal.owner_id))
+    found = session.exec(query).first()
+    if found is None:
+        raise not_found("emulator", emulator_id)
+    return found[0], found[1]
 
 
 def visible_adapter(session: Session, principal: Principal, adapter_id: str) -> Adapter:

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from model_owner_server.app.api.deps import Principal
+from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.ids import emulator_id, stage1_config
 from model_owner_server.base_models import BaseModelError

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import HTTPException, status
 from sqlmodel import Session
 
-from model_owner_server.app.api.deps import Principal
+from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.schemas import MAX_EVAL_LIMIT
 from model_owner_server.app.services.access import visible_adapter

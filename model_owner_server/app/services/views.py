@@ -20,8 +20,10 @@ def parse_manifest(text: str) -> EmulatorManifest:
     return EmulatorManifest.model_validate_json(text)
 
 
-def job_status(session: Session, job_id: str | None) -> JobStatus:
-    job = session.get(Job, job_id) if job_id else None
+def job_status(session: Session, job_id: str | None, job: Job | None = None) -> JobStatus:
+    """The job's status; pass `job` when the caller has the row already (no query then)."""
+    if job is None or job.id != job_id:
+        job = session.get(Job, job_id) if job_id else None
     if job is None:
         return JobStatus(job_id=job_id, state=JobState.queued)
     return JobStatus(job_id=job.id, state=job.state, progress=job.progress, message=job.message, error=job.error,
@@ -29,8 +31,8 @@ def job_status(session: Session, job_id: str | None) -> JobStatus:
                      finished_at=job.finished_at)
 
 
-def emulator_out(session: Session, store: ArtifactStore, row: Emulator) -> EmulatorOut:
-    status = job_status(session, row.job_id)
+def emulator_out(session: Session, store: ArtifactStore, row: Emulator, job: Job | None = None) -> EmulatorOut:
+    status = job_status(session, row.job_id, job)
     manifest = parse_manifest(row.manifest_json) if row.manifest_json else None
     files: list[EmulatorFile] = []
     if manifest is not None and status.state == JobState.succeeded:

@@ -10,9 +10,9 @@ from sqlmodel import col, select
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.schemas import EmulatorList, EmulatorOut, EmulatorRequest
 from model_owner_server.app.services import emulators as service
-from model_owner_server.app.services.access import visible_emulator
+from model_owner_server.app.services.access import visible_emulator, visible_emulator_and_job
 from model_owner_server.app.services.views import emulator_out
-from model_owner_server.db.models import Emulator, EmulatorGrant
+from model_owner_server.db.models import Emulator, EmulatorGrant, Job
 
 router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
 
@@ -40,17 +40,19 @@ def request_emulator(
 
 @router.get("", response_model=EmulatorList, summary="Emulators you requested (admin: all)")
 def list_emulators(state: StateDep, session: SessionDep, principal: PrincipalDep) -> EmulatorList:
-    query = select(Emulator).order_by(col(Emulator.created_at).desc())
+    # the build jobs come in the same query (no query per row)
+    query = (select(Emulator, Job).outerjoin(Job, col(Job.id) == col(Emulator.job_id))
+             .order_by(col(Emulator.created_at).desc()))
     if not principal.is_admin:
         query = query.join(EmulatorGrant, col(EmulatorGrant.emulator_id) == col(Emulator.id)).where(
             EmulatorGrant.owner_id == principal.owner_id)
-    return EmulatorList(items=[emulator_out(session, state.store, row) for row in session.exec(query).all()])
+    return EmulatorList(items=[emulator_out(session, state.store, row, job) for row, job in session.exec(query).all()])
 
 
 @router.get("/{emulator_id}", response_model=EmulatorOut, summary="Build state, progress, error, manifest",
             responses={404: {"description": "unknown, or not requested by you"}})
 def get_emulator(emulator_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep) -> EmulatorOut:
-    return emulator_out(session, state.store, visible_emulator(session, principal, emulator_id))
+    return emulator_out(session, state.store, *visible_emulator_and_job(session, principal, emulator_id))
 
 
 @router.post("/{emulator_id}/cancel", response_model=EmulatorOut, status_code=status.HTTP_202_ACCEPTED,

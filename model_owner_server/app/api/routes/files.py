@@ -14,8 +14,8 @@ from starlette.types import Receive, Scope, Send
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.api.ranges import Unsatisfiable, none_match, parse_range, range_applies
-from model_owner_server.app.services.access import visible_emulator
-from model_owner_server.db.models import Job, JobState
+from model_owner_server.app.services.access import visible_emulator_and_job
+from model_owner_server.db.models import JobState
 from shared.manifest import MANIFEST_NAME, EmulatorManifest
 
 router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
@@ -49,8 +49,7 @@ def download_file(
     if_range: str | None = Header(None, alias="if-range"),
     if_none_match: str | None = Header(None, alias="if-none-match"),
 ) -> Response:
-    row = visible_emulator(session, principal, emulator_id)
-    job = session.get(Job, row.job_id) if row.job_id else None
+    row, job = visible_emulator_and_job(session, principal, emulator_id)
     if row.manifest_json is None or job is None or job.state != JobState.succeeded:
         current = job.state if job else "queued"
         raise HTTPException(status.HTTP_409_CONFLICT, f"emulator {emulator_id} is {current}, not built yet; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from sqlmodel import func, select
 
-from model_owner_server.app.api.deps import AdminDep, SessionDep
+from model_owner_server.app.api.deps import AdminDep, SessionDep, StateDep
 from model_owner_server.app.schemas import OwnerCreate, OwnerKey, OwnerOut
 from model_owner_server.app.services.owners import create_key, revoke_keys
 from model_owner_server.db.models import ApiKey, Owner
@@ -34,10 +34,12 @@ def add_key(name: str, session: SessionDep, _: AdminDep) -> OwnerKey:
 
 
 @router.post("/{name}/revoke", summary="Revoke every key of a data owner (admin)")
-def revoke(name: str, session: SessionDep, _: AdminDep) -> dict[str, int]:
+def revoke(name: str, session: SessionDep, state: StateDep, _: AdminDep) -> dict[str, int]:
     if session.exec(select(Owner).where(Owner.name == name)).first() is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"data owner {name!r} not found")
-    return {"revoked": revoke_keys(session, name)}
+    revoked = revoke_keys(session, name)
+    state.keys.clear()  # this process forgets them at once; others within SCALEOT_AUTH_CACHE_S
+    return {"revoked": revoked}
 
 
 @router.get("", response_model=list[OwnerOut], summary="Data owners (admin)")
