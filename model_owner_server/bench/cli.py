@@ -154,12 +154,16 @@ def bench_http(
     emulator_id: Annotated[str | None, typer.Option(help="a built emulator (with --url)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="the server's SCALEOT_DATA_DIR (with --url)")] = None,
     clients: Annotated[int, typer.Option(help="concurrent clients")] = 32,
-    requests: Annotated[int, typer.Option(help="requests per client per endpoint")] = 20,
+    requests: Annotated[int, typer.Option(help="requests per client per endpoint")] = 60,
     repeats: Annotated[int, typer.Option(help="download repetitions (median)")] = 3,
     port: Annotated[int, typer.Option(help="port of the local server")] = 8765,
+    api_processes: Annotated[int, typer.Option(min=1, help="uvicorn processes of the local server")] = 1,
+    database_url: Annotated[str | None, typer.Option(
+        help="the local server's database (a PostgreSQL URL; default SQLite in its data dir)")] = None,
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
 ) -> None:
-    """Status/metadata latency (median, p99) under concurrent clients; download MB/s vs disk."""
+    """Status/metadata latency (median, p99, requests/s) under concurrent clients, the load generator
+    in its own process; download MB/s: the data owner's client vs curl, and vs disk."""
     import json
 
     import httpx
@@ -167,7 +171,7 @@ def bench_http(
     from model_owner_server.bench import http_load
 
     if url is None:
-        result = http_load.local_run(model, method, clients, requests, repeats, port)
+        result = http_load.local_run(model, method, clients, requests, repeats, port, api_processes, database_url)
     else:
         if not (key and emulator_id and data_dir):
             raise typer.BadParameter("--url needs --key, --emulator-id and --data-dir")
@@ -177,6 +181,8 @@ def bench_http(
         result = http_load.run(url, headers, emulator, local, clients, requests, repeats)
     out.mkdir(parents=True, exist_ok=True)
     label = f"{Path(result['base_model']).name}-{result['method']}"
+    if url is None and (api_processes > 1 or database_url):
+        label += f"-{result['database']}-{api_processes}proc"
     path = out / f"http-load-{label}.json"
     path.write_text(json.dumps(result, indent=2))
     typer.echo(http_load.markdown(result))

@@ -10,6 +10,7 @@ Client and server share the machine's cores: the numbers are a lower bound on a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,9 @@ class Download:
     client_mb_s: float = 0.0
     curl_to_disk_mb_s: float | None = None
     client_vs_curl: float | None = None
+    # the same work as the client: curl, then `sha256sum` over the files it wrote
+    curl_sha256sum_mb_s: float | None = None
+    client_vs_curl_sha256sum: float | None = None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -148,19 +153,23 @@ def measure_download(url: str, emulator: dict[str, Any], headers: dict[str, str]
     curl = curl_mb_s(url + entry["url"], headers, entry["size"], repeats)
     total = sum(int(f["size"]) for f in emulator["files"])
     # alternate the two so that both see the same machine state
-    client_rates, curl_rates = [], []
+    client_rates: list[float] = []
+    curl_rates: list[float] = []
+    checked_rates: list[float] = []
     with tempfile.TemporaryDirectory(prefix="scaleot-dl-") as tmp:
         for i in range(repeats):
             client_rates.append(client_download_mb_s(url, headers["Authorization"], emulator["id"], Path(tmp) / f"c{i}",
                                                      total))
-            rate = curl_files_mb_s(url, headers, emulator["files"], Path(tmp) / f"curl{i}", total)
-            if rate is not None:
-                curl_rates.append(rate)
+            for check, rates in ((False, curl_rates), (True, checked_rates)):
+                rate = curl_files_mb_s(url, headers, emulator["files"], Path(tmp) / f"curl{i}", total, check)
+                if rate is not None:
+                    rates.append(rate)
     client = statistics.median(client_rates)
     curl_disk = statistics.median(curl_rates) if curl_rates else None
+    checked = statistics.median(checked_rates) if checked_rates else None
     return Download(entry["name"], entry["size"] / 1e6, http, disk, http / disk, concurrent, curl,
                     curl / disk if curl else None, total / 1e6, client, curl_disk,
-                    client / curl_disk if curl_disk else None)
+                    client / curl_disk if curl_disk else None, checked, client / checked if checked else None)
 
 
 def client_download_mb_s(url: str, authorization: str, emulator_id: str, out: Path, total: int) -> float:
@@ -175,10 +184,11 @@ def client_download_mb_s(url: str, authorization: str, emulator_id: str, out: Pa
     return rate
 
 
-def curl_files_mb_s(url: str, headers: dict[str, str], files: list[dict[str, Any]], out: Path, total: int
-                    ) -> float | None:
-    """curl writing every emulator file to disk over one kept-alive connection (no hash check)."""
-    if shutil.which("curl") is None:
+def curl_files_mb_s(url: str, headers: dict[str, str], files: list[dict[str, Any]], out: Path, total: int,
+                    sha256sum: bool = False) -> float | None:
+    """curl writing every emulator file to disk over one kept-alive connection; with `sha256sum`, the
+    files are then checked by coreutils' `sha256sum -c` (timed too), the work the client also does."""
+    if shutil.which("curl") is None or (sha256sum and shutil.which("sha256sum") is None):
         return None
     out.mkdir()
     command = ["curl", "-sS", "--fail"]
@@ -186,8 +196,11 @@ def curl_files_mb_s(url: str, headers: dict[str, str], files: list[dict[str, Any
         command += ["-H", f"{name}: {value}"]
     for f in files:
         command += ["-o", str(out / f["name"]), url + f["url"]]
+    sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files if f.get("sha256"))
     started = time.perf_counter()
     subprocess.run(command, check=True)
+    if sha256sum:
+        subprocess.run(["sha256sum", "--quiet", "-c", "-"], input=sums.encode(), cwd=out, check=True)
     rate = total / 1e6 / (time.perf_counter() - started)
     shutil.rmtree(out)
     return rate
@@ -212,12 +225,15 @@ def curl_mb_s(full_url: str, headers: dict[str, str], size: int, repeats: int) -
 class LocalServer:
     """`scaleot-server serve` in a subprocess with its own data directory and admin key."""
 
-    def __init__(self, data_dir: Path, port: int, models: list[str]) -> None:
+    def __init__(self, data_dir: Path, port: int, models: list[str], api_processes: int = 1,
+                 database_url: str | None = None) -> None:
         self.admin_key = secrets.token_urlsafe(24)
         self.url = f"http://127.0.0.1:{port}"
         self.data_dir = data_dir
         env = {**os.environ, "SCALEOT_DATA_DIR": str(data_dir), "SCALEOT_ADMIN_KEY": self.admin_key,
-               "SCALEOT_MODELS": json.dumps(models)}
+               "SCALEOT_MODELS": json.dumps(models), "SCALEOT_API_PROCESSES": str(api_processes)}
+        if database_url:
+            env["SCALEOT_DATABASE_URL"] = database_url
         self.log = (data_dir.parent / "server.log").open("wb")
         self.proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 120
@@ -270,10 +286,32 @@ def run(url: str, headers: dict[str, str], emulator: dict[str, Any], local_dir: 
             "note": "client and server on the same machine, sharing its cores"}
 
 
-def local_run(model: str, method: str, clients: int, per_client: int, repeats: int, port: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of `server_url`, dropped afterwards (the run's
+    data directory is new too, so rows from an earlier run would point at files that are not there)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_{secrets.token_hex(6)}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def local_run(model: str, method: str, clients: int, per_client: int, repeats: int, port: int,
+              api_processes: int = 1, database_url: str | None = None) -> dict[str, Any]:
     spec = {"base_model": model, "method": method, "alpha": 0.5, "beta": 0.0}
-    with tempfile.TemporaryDirectory(prefix="scaleot-bench-") as tmp:
-        server = LocalServer(Path(tmp) / "data", port, [model])
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="scaleot-bench-"))
+        database = stack.enter_context(fresh_database(database_url)) if database_url else None
+        server = LocalServer(Path(tmp) / "data", port, [model], api_processes, database)
         try:
             headers = {"Authorization": f"Bearer {server.owner_key()}"}
             started = time.perf_counter()
@@ -282,14 +320,18 @@ def local_run(model: str, method: str, clients: int, per_client: int, repeats: i
             local = server.data_dir / "artifacts" / "emulators" / emulator["id"]
             result = run(server.url, headers, emulator, local, clients, per_client, repeats)
             result["build_seconds"] = build_s
+            result["api_processes"] = api_processes
+            result["database"] = "sqlite" if database_url is None else database_url.split(":", 1)[0].split("+")[0]
             return result
         finally:
             server.stop()
 
 
 def markdown(result: dict[str, Any]) -> str:
+    server = (f", {result['api_processes']} API process(es) on {result['database']}"
+              if "api_processes" in result else "")
     lines = [f"HTTP load: {result['base_model']} {result['method']} emulator {result['emulator_id']}, "
-             f"{result['clients']} concurrent clients x {result['requests_per_client']} requests",
+             f"{result['clients']} concurrent clients x {result['requests_per_client']} requests{server}",
              "", "| endpoint | requests | errors | median ms | p99 ms | max ms | req/s |",
              "|---|---|---|---|---|---|---|"]
     for x in result["latency"]:
@@ -304,8 +346,11 @@ def markdown(result: dict[str, Any]) -> str:
     if d.get("client_mb_s"):
         ratio = "n/a" if d.get("client_vs_curl") is None else f"{d['client_vs_curl']:.2f}"
         curl_disk = "n/a" if d.get("curl_to_disk_mb_s") is None else f"{d['curl_to_disk_mb_s']:.0f}"
+        checked = "n/a" if d.get("curl_sha256sum_mb_s") is None else f"{d['curl_sha256sum_mb_s']:.0f}"
+        ratio2 = "n/a" if d.get("client_vs_curl_sha256sum") is None else f"{d['client_vs_curl_sha256sum']:.2f}"
         lines += ["", "Whole emulator to disk, side by side (median of the repeats):", "",
-                  "| MB | scaleot client MB/s (resumable, sha256-verified) | curl MB/s (no check) | client / curl |",
-                  "|---|---|---|---|", f"| {d['emulator_mb']:.1f} | {d['client_mb_s']:.0f} | {curl_disk} | {ratio} |"]
+                  "| MB | scaleot client MB/s (resumable, sha256-verified) | curl MB/s (no check) | client / curl | "
+                  "curl + sha256sum MB/s | client / (curl + sha256sum) |", "|---|---|---|---|---|---|",
+                  f"| {d['emulator_mb']:.1f} | {d['client_mb_s']:.0f} | {curl_disk} | {ratio} | {checked} | {ratio2} |"]
     lines += ["", result["note"]]
     return "\n".join(lines)
