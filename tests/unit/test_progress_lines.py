@@ -111,3 +111,14 @@ def test_scaleot_server_stage1_prints_progress_lines(every_update: None) -> None
     lines = [line for line in result.output.splitlines() if line.startswith("stage 1 (Dynamic LayerReplace)")]
     assert lines[-1].startswith("stage 1 (Dynamic LayerReplace): step 3/3 (100%), elapsed")
     assert "loss" in lines[-1] and "reward" in lines[-1]
+
+
+def test_a_step_of_unknown_length_prints_its_start_and_end_without_a_terminal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.progress import activity
+
+    monkeypatch.setenv("SCALEOT_PROGRESS", "auto")
+    out, clock = io.StringIO(), FakeClock()
+    with activity(Console(file=out, width=200), "preparing smollm2-135m", clock=clock):
+        clock.now = 65.0
+    assert out.getvalue().splitlines() == ["preparing smollm2-135m ...", "preparing smollm2-135m: done in 1m05s"]
