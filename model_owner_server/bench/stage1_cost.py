@@ -44,7 +44,7 @@ SHAPES: dict[str, dict[str, int]] = {  # SmolLM2 family configurations (HF model
     "smollm2-1.7b-shape": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
                            "num_attention_heads": 32, "num_key_value_heads": 32},
 }
-SHORT_INIT = {"fit_sequences": 16, "fit_steps": 50}  # untimed; the default (96, 300) only makes runs longer
+SHORT_INIT = {"fit_sequences": 8, "fit_steps": 20}  # untimed; the default (96, 300) only makes runs longer
 
 
 def shaped_model(name: str, dtype: torch.dtype = torch.float32) -> BaseModel:
@@ -152,7 +152,19 @@ def run(out_dir: Path, shapes: list[str], timed_steps: int = 3, threads: int | N
     if threads:
         torch.set_num_threads(threads)
     rates = {d: matmul_gflop_s(parse_dtype(d)) for d in dtypes}
-    rows = [_measure_in_child(model, d, timed_steps, rates[d], threads) for model in [REAL, *shapes] for d in dtypes]
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    for model in [REAL, *shapes]:
+        for d in dtypes:
+            started = time.perf_counter()
+            rows.append(_measure_in_child(model, d, timed_steps, rates[d], threads))
+            print(f"stage1-cost: {model} {d} measured in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            result = _write(out_dir, rows, dtypes, rates, timed_steps)  # so far: a cut-short run keeps its rows
+    return result
+
+
+def _write(out_dir: Path, rows: list[dict[str, Any]], dtypes: list[str], rates: dict[str, float],
+           timed_steps: int) -> dict[str, Any]:
     result = {
         "benchmark": "stage1-cost",
         "config": Stage1Config().model_dump(),

@@ -31,10 +31,16 @@ CONFIG = TuningConfig(epochs=1, lr=3e-3, batch_size=8, max_len=32, warmup_ratio=
 DEV = {"environment": "development"}
 
 
+def stored_dtypes(path: Path) -> set[str]:
+    """The dtypes written in a safetensors file (F32, BF16, ...)."""
+    with safe_open(str(path), "pt") as f:
+        return {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+
+
 def test_dtype_setting_is_validated() -> None:
     assert Settings(**DEV).torch_dtype == torch.float32  # the default: behaviour unchanged
     assert Settings(**DEV, dtype="bfloat16").torch_dtype == torch.bfloat16
-    with pytest.raises(ValidationError, match="float16 needs a GPU.*bfloat16"):
+    with pytest.raises(ValidationError, match=r"float16 needs a GPU.*bfloat16"):
         Settings(**DEV, dtype="float16")
     with pytest.raises(ValidationError, match="dtype"):
         Settings(**DEV, dtype="float8")  # type: ignore[arg-type]
@@ -101,8 +107,7 @@ def bf16_emulator(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_emulator_artifact_is_bfloat16_and_generates(bf16_emulator: tuple[Path, Path]) -> None:
     emu_dir, _ = bf16_emulator
-    with safe_open(str(emu_dir / "emulator.safetensors"), "pt") as f:
-        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    assert stored_dtypes(emu_dir / "emulator.safetensors") == {"BF16"}
     model, tokenizer, manifest = load_emulator(emu_dir)
     assert model_dtype(model) == torch.bfloat16 and manifest.dtype == "bfloat16"
     ids = tokenizer("abc", return_tensors="pt")["input_ids"]
@@ -112,8 +117,7 @@ def test_emulator_artifact_is_bfloat16_and_generates(bf16_emulator: tuple[Path, 
 
 def test_tuning_on_a_bfloat16_emulator_keeps_float32_masters(bf16_emulator: tuple[Path, Path]) -> None:
     emu_dir, adapter_dir = bf16_emulator
-    with safe_open(str(adapter_dir / ADAPTER_FILE), "pt") as f:
-        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+    assert stored_dtypes(adapter_dir / ADAPTER_FILE) == {"F32"}
     model, tokenizer, manifest = load_emulator(emu_dir)
     blocks = [e.emulator_index for e in manifest.layers if e.kind.value == "adapter"]
     before = {k: v.clone() for k, v in find_block_stack(model).blocks[blocks[0]].state_dict().items()}
@@ -129,8 +133,7 @@ def test_tuning_on_a_bfloat16_emulator_keeps_float32_masters(bf16_emulator: tupl
 def test_lora_on_a_bfloat16_emulator_keeps_float32_matrices(bf16_emulator: tuple[Path, Path], tmp_path: Path) -> None:
     emu_dir, _ = bf16_emulator
     train_adapter(emu_dir, TRAIN, None, CONFIG.model_copy(update={"mode": "lora"}), tmp_path / "lora")
-    with safe_open(str(tmp_path / "lora" / "adapter_model.safetensors"), "pt") as f:
-        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+    assert stored_dtypes(tmp_path / "lora" / "adapter_model.safetensors") == {"F32"}
     base = load_base_model("tiny-llama", torch.bfloat16)
     _, _, manifest = load_emulator(emu_dir)
     plugged = plug_in(base, check_adapter(tmp_path / "lora", base, manifest))
