@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING
 import httpcore
 from pydantic import ValidationError
 
+from data_owner_client.errors import ClientError
 from shared.artifacts import ArtifactError, sha256_file, verify_emulator
 from shared.manifest import MANIFEST_NAME, EmulatorManifest
 
@@ -55,8 +56,6 @@ class DownloadProgress:
 
 
 def _fetch_manifest(client: ScaleOTClient, emulator_id: str) -> tuple[EmulatorManifest, bytes]:
-    from data_owner_client.client import ClientError
-
     response = client.request("GET", f"/v1/emulators/{emulator_id}/files/{MANIFEST_NAME}")
     body = response.content
     etag = response.headers.get("etag", "").strip('"')
@@ -117,8 +116,6 @@ def _download_file(client: ScaleOTClient, emulator_id: str, name: str, sha256: s
                    progress: Callable[[int], None]) -> int:
     """Fetch one file into folder/name (resuming folder/name.part), checking its sha256 on the way;
     returns bytes resumed from."""
-    from data_owner_client.client import ClientError
-
     final, part = folder / name, folder / f"{name}.part"
     if final.is_file() and final.stat().st_size == size and sha256_file(final) == sha256:
         progress(size)
@@ -149,8 +146,6 @@ def _download_file(client: ScaleOTClient, emulator_id: str, name: str, sha256: s
 
 def download_emulator(client: ScaleOTClient, emulator_id: str, out_dir: Path,
                       on_progress: Callable[[DownloadProgress], None] | None = None) -> DownloadResult:
-    from data_owner_client.client import ClientError
-
     status = client.emulator(emulator_id)["status"]["state"]
     if status != "succeeded":
         raise ClientError(f"emulator {emulator_id} is {status}; wait with `scaleot emulators status "
