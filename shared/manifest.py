@@ -42,6 +42,25 @@ class EmulatorOptions(BaseModel):
     harmonizers: bool = True  # off: importance-based LayerDrop
     importance: bool = True  # off: uniform positions, with harmonizers
     src: bool = True  # off: beta is ignored
+    # off: SRC is applied after stage 1 with no re-fit (the old behaviour); only used when beta > 0 with harmonizers
+    refit: bool = True
+
+
+class RefitRecord(BaseModel):
+    """How the harmonizers were re-fitted after SRC (stage 2, beta > 0), and what it bought."""
+
+    sequences: int
+    check_sequences: int
+    seq_len: int
+    steps: int
+    lr: float
+    seed: int
+    corpus: str
+    # full-model index -> per-token error against the full model on the held-out check sequences,
+    # of the stage-1 harmonizer (before) and of the one shipped (after; a re-fit that did not help is discarded)
+    error_before: dict[int, float]
+    error_after: dict[int, float]
+    seconds: float = 0.0
 
 
 class EmulatorManifest(BaseModel):
@@ -60,6 +79,7 @@ class EmulatorManifest(BaseModel):
     num_full_layers: int
     layers: list[LayerEntry]
     harmonizer: HarmonizerConfig | None = None
+    refit: RefitRecord | None = Field(None, description="set when the harmonizers were re-fitted after SRC")
     profile_id: str | None = None
     dtype: DtypeName = Field(
         "float32", description="dtype of the weights in emulator.safetensors (the base model's)")

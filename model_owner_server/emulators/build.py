@@ -4,6 +4,8 @@
 and apply SRC (rank fraction beta removed) to the attention projections of the kept middle blocks.
 `uniform`: Offsite-Tuning LayerDrop, evenly spaced kept blocks, the rest dropped (SRC still applies
 when beta > 0, so both methods are compared at the same (alpha, beta)).
+With SRC and harmonizers (beta > 0, `options.refit`), the harmonizers are then re-fitted to the
+compressed blocks around them (`src_refit.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from transformers import PreTrainedModel
 
 from model_owner_server.base_models import BaseModel
-from model_owner_server.emulators.profile import ImportanceProfile
+from model_owner_server.emulators.profile import CALIBRATION_CORPUS, ImportanceProfile
 from model_owner_server.emulators.selection import (
     least_important,
     middle_indices,
@@ -27,12 +29,15 @@ from model_owner_server.emulators.selection import (
 )
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.src import low_rank_factors, src_rank
+from model_owner_server.emulators.src_refit import RefitProgress, RefitSettings, refit_harmonizers
+from model_owner_server.emulators.stage1 import token_stream
 from shared.artifacts import write_emulator
 from shared.blocks import activation_name, find_block_stack, text_config
+from shared.corpora import calibration_split
 from shared.emulator_model import build_skeleton, emulator_config, materialize, src_projections
 from shared.harmonizer import Harmonizer, HarmonizerConfig
 from shared.low_rank import linear_weight
-from shared.manifest import EmulatorManifest, LayerEntry, LayerKind
+from shared.manifest import EmulatorManifest, LayerEntry, LayerKind, RefitRecord
 from shared.precision import dtype_name, model_dtype
 
 DEFAULT_SEED = 0
@@ -114,12 +119,14 @@ def _block_state(
 
 
 def generate_emulator(
-    base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile | None, seed: int = DEFAULT_SEED
+    base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile | None, seed: int = DEFAULT_SEED,
+    on_progress: RefitProgress | None = None, refit_settings: RefitSettings | None = None,
 ) -> tuple[PreTrainedModel, EmulatorManifest]:
     """The emulator model (a fresh transformers model, sharing no storage with `base`) and manifest.
 
     Its weights are in the base model's dtype, the profile's float32 harmonizers included: the
-    artifact is written in that dtype, and the client loads whatever dtype the artifact has."""
+    artifact is written in that dtype, and the client loads whatever dtype the artifact has.
+    `on_progress` hears from the harmonizer re-fit after SRC, the only step that takes long."""
     model = base.model
     dtype = model_dtype(model)
     stack = find_block_stack(model)
@@ -138,6 +145,13 @@ def generate_emulator(
 
     uses_profile = spec.method == "scaleot" and (spec.options.importance or spec.options.harmonizers)
     pid = profile.meta.profile_id if (profile is not None and uses_profile) else None
+    seed = profile.meta.config.seed if pid is not None and profile is not None else seed
+    refit: RefitRecord | None = None
+    if spec.refits_harmonizers:
+        # The built-in calibration corpus's training split (a profile trained on custom text has not kept it).
+        stream = token_stream(base, calibration_split()[0])
+        refit = refit_harmonizers(model, emulator, plan.entries, stream, CALIBRATION_CORPUS, seed, refit_settings,
+                                  on_progress)
     manifest = EmulatorManifest(
         emulator_id=spec.emulator_id(base.weights_sha256, pid, base.dtype),
         base_model=base.name,
@@ -148,10 +162,11 @@ def generate_emulator(
         alpha=spec.alpha,
         beta=spec.beta,
         options=spec.options,
-        seed=profile.meta.config.seed if pid is not None and profile is not None else seed,
+        seed=seed,
         num_full_layers=num_layers,
         layers=plan.entries,
         harmonizer=plan.harmonizer,
+        refit=refit,
         profile_id=pid,
         dtype=dtype_name(dtype),
         library_versions=library_versions(),
@@ -161,9 +176,10 @@ def generate_emulator(
 
 
 def build_emulator(
-    base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile | None, out_dir: Path
+    base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile | None, out_dir: Path,
+    on_progress: RefitProgress | None = None,
 ) -> EmulatorManifest:
-    emulator, manifest = generate_emulator(base, spec, profile)
+    emulator, manifest = generate_emulator(base, spec, profile, on_progress=on_progress)
     return write_emulator(emulator, base.tokenizer, manifest, out_dir)
 
 

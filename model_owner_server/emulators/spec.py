@@ -34,9 +34,17 @@ class EmulatorSpec(BaseModel):
                 f"blocks in a {num_layers}-block model; use fewer adapter blocks"
             )
 
+    @property
+    def refits_harmonizers(self) -> bool:
+        """Whether stage 2 re-fits the harmonizers after SRC: only when SRC compresses kept blocks around them."""
+        return (self.method == "scaleot" and self.options.harmonizers and self.options.src and self.beta > 0
+                and self.options.refit)
+
     def emulator_id(self, base_weights_sha256: str, profile_id: str | None, dtype: str = "float32") -> str:
         """Same request, base weights, profile and dtype -> same id (float32 keeps the ids it always had)."""
-        payload = self.model_dump(mode="json", exclude={"base_model"})
+        payload = self.model_dump(mode="json", exclude={"base_model": True, "options": {"refit"}})
+        if self.refits_harmonizers:  # only then do the weights differ: every other emulator keeps its earlier id
+            payload["refit"] = True
         payload.update(base=base_weights_sha256, profile=profile_id)
         if dtype != "float32":
             payload["dtype"] = dtype
