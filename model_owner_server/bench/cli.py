@@ -334,3 +334,30 @@ def bench_stage1_ablation(
         fail("--ranks needs at least one rank >= 1")
     result = stage1_ablation.run(model, parsed, out, with_profile=profile)
     typer.echo(stage1_ablation.markdown(result))
+
+
+@bench_app.command("src-refit")
+def bench_src_refit(
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced")] = 0.5,
+    betas: Annotated[str, typer.Option(help="SRC rank fractions removed, > 0 (comma-separated)")] = "0.25,0.5",
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """Harmonizers re-fitted after SRC vs not: perplexity, harmonizer error and build time per beta."""
+    import torch
+
+    from model_owner_server.bench import src_refit
+    from model_owner_server.cli import fail
+
+    try:
+        parsed = [float(b) for b in betas.split(",") if b.strip()]
+    except ValueError:
+        fail(f"--betas must be comma-separated numbers, not {betas!r}")
+        return
+    if not parsed or not all(0 < b < 1 for b in parsed):
+        fail("--betas needs at least one beta, each in (0, 1)")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    result = src_refit.run(model, alpha, parsed, out)
+    typer.echo(src_refit.markdown(result))
