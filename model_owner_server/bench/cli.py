@@ -361,3 +361,35 @@ def bench_src_refit(
         torch.set_num_threads(threads)
     result = src_refit.run(model, alpha, parsed, out)
     typer.echo(src_refit.markdown(result))
+
+
+@bench_app.command("jac-ab")
+def bench_jac_ab(
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    weights: Annotated[str, typer.Option(help="stage-1 jac_weight values, the first the reference")] = "0,1",
+    alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced")] = 0.5,
+    task: Annotated[str, typer.Option(help="built-in multiple-choice task for the gradient batches")] = (
+        "goal_step_wikihow_goal"),
+    batches: Annotated[int, typer.Option(min=1, help="training batches for the gradient cosine")] = 4,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """Stage 1 with and without the Jacobian-matching term: adapter-gradient cosine, perplexity, KD error."""
+    import torch
+
+    from model_owner_server.bench import jac_ab
+    from model_owner_server.cli import fail
+
+    try:
+        parsed = [float(w) for w in weights.split(",") if w.strip()]
+    except ValueError:
+        fail(f"--weights must be comma-separated numbers, not {weights!r}")
+        return
+    if not parsed or any(w < 0 for w in parsed):
+        fail("--weights needs at least one jac_weight, each >= 0")
+        return
+    if threads is not None:
+        torch.set_num_threads(threads)
+    result = jac_ab.run(model, parsed, alpha, task, batches, out)
+    typer.echo(jac_ab.markdown(result))
+    typer.echo(f"written to {out / f'jac-ab-{Path(model).name}'}.{{json,md}}")
