@@ -348,14 +348,15 @@ def bench_src_refit(
     import torch
 
     from model_owner_server.bench import src_refit
+    from model_owner_server.bench.options import parse_floats
     from model_owner_server.cli import fail
 
     try:
-        parsed = [float(b) for b in betas.split(",") if b.strip()]
-    except ValueError:
-        fail(f"--betas must be comma-separated numbers, not {betas!r}")
+        parsed = list(parse_floats(betas, "--betas"))
+    except ValueError as exc:
+        fail(str(exc))
         return
-    if not parsed or not all(0 < b < 1 for b in parsed):
+    if not all(0 < b < 1 for b in parsed):
         fail("--betas needs at least one beta, each in (0, 1)")
     if threads is not None:
         torch.set_num_threads(threads)
@@ -378,15 +379,16 @@ def bench_jac_ab(
     import torch
 
     from model_owner_server.bench import jac_ab
+    from model_owner_server.bench.options import parse_floats
     from model_owner_server.cli import fail
 
     try:
-        parsed = [float(w) for w in weights.split(",") if w.strip()]
-    except ValueError:
-        fail(f"--weights must be comma-separated numbers, not {weights!r}")
+        parsed = list(parse_floats(weights, "--weights"))
+    except ValueError as exc:
+        fail(str(exc))
         return
-    if not parsed or any(w < 0 for w in parsed):
-        fail("--weights needs at least one jac_weight, each >= 0")
+    if any(w < 0 for w in parsed):
+        fail("--weights needs jac_weight values >= 0")
         return
     if threads is not None:
         torch.set_num_threads(threads)

@@ -12,7 +12,8 @@ runner = CliRunner()
 
 @pytest.mark.parametrize(("args", "message"), [
     (["bench", "jac-ab", "--weights", "0,one"], "--weights must be comma-separated numbers"),
-    (["bench", "jac-ab", "--weights", "0,-1"], "each >= 0"),
+    (["bench", "jac-ab", "--weights", "0,-1"], "values >= 0"),
+    (["bench", "jac-ab", "--weights", ","], "--weights needs at least one number"),
     (["bench", "src-refit", "--betas", "0.5,1.5"], "each in (0, 1)"),
 ])
 def test_bad_benchmark_options_are_one_line_errors(args: list[str], message: str) -> None:
