@@ -120,10 +120,10 @@ def _stage1_columns() -> tuple[ProgressColumn, ...]:
 
 
 def stage1_with_progress(base: base_models.BaseModel, config: Stage1Config) -> ImportanceProfile:
-    from model_owner_server.emulators.profile import find_profile, profile_id
-    from model_owner_server.emulators.stage1 import ensure_profile
+    from model_owner_server.emulators.profile import find_profile
+    from model_owner_server.emulators.stage1 import base_profile_id, ensure_profile
 
-    pid = profile_id(base.weights_sha256, config)
+    pid = base_profile_id(base, config)
     with profile_lock_noting(pid):
         cached = find_profile(pid)
         if cached is not None:

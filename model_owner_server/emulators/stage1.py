@@ -184,6 +184,12 @@ class MixedNetwork:
         return losses
 
 
+def base_profile_id(base: BaseModel, config: Stage1Config, texts: list[str] | None = None) -> str:
+    """The profile id of stage 1 on this loaded base: its weights, its dtype, and the calibration text
+    (None: the built-in corpus). Every lookup, lock and checkpoint of a profile goes through it."""
+    return profile_id(base.weights_sha256, config, corpus_tag(texts), base.dtype)
+
+
 def token_stream(base: BaseModel, texts: list[str]) -> torch.Tensor:
     eos = base.tokenizer.eos_token_id
     ids: list[int] = []
@@ -226,7 +232,7 @@ def run_stage1(
     middle = middle_indices(num_layers, config.adapter_bottom, config.adapter_top)
     if not middle:
         raise ValueError(f"no middle blocks: {num_layers} blocks, adapter {config.adapter_bottom}+{config.adapter_top}")
-    pid = profile_id(base.weights_sha256, config, corpus_tag(texts), base.dtype)
+    pid = base_profile_id(base, config, texts)
     train_texts = texts if texts is not None else calibration_split()[0]
     stream = token_stream(base, train_texts)
     split = int(stream.numel() * 0.95)  # the RL step scores masks on text the DL step never trains on
@@ -334,7 +340,7 @@ def ensure_profile(
     should_stop: Callable[[], bool] | None = None,
 ) -> ImportanceProfile:
     """The cached profile for (base weights, config, corpus), running stage 1 first if it is missing."""
-    cached = find_profile(profile_id(base.weights_sha256, config, corpus_tag(texts), base.dtype))
+    cached = find_profile(base_profile_id(base, config, texts))
     if cached is not None:
         return cached
     return run_stage1(base, config, texts=texts, on_progress=on_progress, should_stop=should_stop)

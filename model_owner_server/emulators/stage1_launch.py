@@ -29,7 +29,7 @@ from typing import Any
 
 from model_owner_server.emulators.distributed import check_world
 from model_owner_server.emulators.profile import Stage1Config
-from model_owner_server.emulators.stage1 import ProgressFn, Stage1Cancelled, Stage1Progress
+from model_owner_server.emulators.stage1 import ProgressFn, Stage1Cancelled, Stage1Progress, base_profile_id
 from shared.precision import check_device, parse_dtype
 
 MODULE = "model_owner_server.emulators.stage1_launch"
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from model_owner_server.base_models import load_base_model
     from model_owner_server.emulators.distributed import ProcessGroupCollective
-    from model_owner_server.emulators.profile import corpus_tag, find_profile, profile_id
+    from model_owner_server.emulators.profile import find_profile
     from model_owner_server.emulators.stage1 import run_stage1
 
     if args.threads:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         check_device(dtype, args.device)
         base = load_base_model(args.model, dtype)
         torch.nn.Module.to(base.model, comm.device)  # (transformers types `.to` narrowly)
-        pid = profile_id(base.weights_sha256, config, corpus_tag(texts), base.dtype)
+        pid = base_profile_id(base, config, texts)
         if comm.agree(find_profile(pid) is not None):  # rank 0 decides, so no rank trains alone
             if comm.is_main:
                 events.write("cached", profile_id=pid)

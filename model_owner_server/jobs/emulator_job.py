@@ -18,11 +18,16 @@ from model_owner_server.emulators.profile import (
     Stage1Config,
     checkpoint_dir,
     find_profile,
-    profile_id,
 )
 from model_owner_server.emulators.profile_lock import profile_lock
 from model_owner_server.emulators.spec import EmulatorSpec
-from model_owner_server.emulators.stage1 import ProgressFn, Stage1Cancelled, Stage1Progress, ensure_profile
+from model_owner_server.emulators.stage1 import (
+    ProgressFn,
+    Stage1Cancelled,
+    Stage1Progress,
+    base_profile_id,
+    ensure_profile,
+)
 from model_owner_server.jobs.worker import JobContext, WorkerServices
 
 log = logging.getLogger("scaleot.worker")
@@ -34,7 +39,7 @@ def profile_resuming(base: BaseModel, config: Stage1Config, on_step: ProgressFn,
     """ensure_profile, resuming a stage-1 checkpoint left by a stopped or crashed attempt; a checkpoint
     that cannot be restored (stale format, or the restore bug reported with this service) is
     discarded once and stage 1 starts over, instead of failing the job on every retry."""
-    partial = checkpoint_dir(profile_id(base.weights_sha256, config, dtype=base.dtype))
+    partial = checkpoint_dir(base_profile_id(base, config))
     had_checkpoint = partial.exists()
     try:
         return ensure_profile(base, config, on_progress=on_step, should_stop=ctx.should_stop)
@@ -53,7 +58,7 @@ def profile_multiprocess(base: BaseModel, config: Stage1Config, on_step: Progres
     cancellation or shutdown stops it gracefully (rank 0 checkpoints; the next attempt resumes)."""
     from model_owner_server.emulators.stage1_launch import Stage1ProcessError, run_stage1_processes
 
-    pid = profile_id(base.weights_sha256, config, dtype=base.dtype)
+    pid = base_profile_id(base, config)
     cached = find_profile(pid)
     if cached is not None:
         return cached
@@ -103,7 +108,7 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
                          force=True)
 
         settings = services.settings
-        with profile_lock(profile_id(base.weights_sha256, stage1, dtype=base.dtype), ctx.should_stop, waiting):
+        with profile_lock(base_profile_id(base, stage1), ctx.should_stop, waiting):
             if settings.stage1_nproc > 1 or settings.stage1_device != "cpu":
                 profile = profile_multiprocess(base, stage1, on_step, ctx, settings)
             else:

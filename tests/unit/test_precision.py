@@ -16,8 +16,9 @@ from data_owner_client.tuning.trainer import tune
 from model_owner_server.app.core.config import Settings
 from model_owner_server.base_models import load_base_model
 from model_owner_server.emulators.build import build_emulator
+from model_owner_server.emulators.profile import Stage1Config, corpus_tag, profile_id
 from model_owner_server.emulators.spec import EmulatorSpec
-from model_owner_server.emulators.stage1 import run_stage1
+from model_owner_server.emulators.stage1 import base_profile_id, run_stage1
 from model_owner_server.plug_in import changes_outputs, check_adapter, plug_in
 from shared.adapter_format import ADAPTER_FILE
 from shared.artifacts import load_emulator
@@ -68,6 +69,15 @@ def test_bfloat16_base_loads_with_the_same_digest() -> None:
     assert half.weights_sha256 == full.weights_sha256  # the stored weights; ids tell the dtypes apart
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     torch.testing.assert_close(half.model(ids).logits.float(), full.model(ids).logits, atol=0.1, rtol=0.1)
+
+
+def test_a_profile_id_carries_the_loaded_bases_dtype() -> None:
+    fp32, bf16 = load_base_model("tiny-llama"), load_base_model("tiny-llama", torch.bfloat16)
+    config = Stage1Config()
+    assert base_profile_id(fp32, config) == profile_id(fp32.weights_sha256, config)  # float32 ids unchanged
+    assert base_profile_id(bf16, config) != base_profile_id(fp32, config)  # a bf16 base never finds fp32's profile
+    assert base_profile_id(fp32, config, ["custom text"]) == profile_id(
+        fp32.weights_sha256, config, corpus_tag(["custom text"]))
 
 
 def test_fp32_master_is_a_float32_island_and_undoes_itself() -> None:
