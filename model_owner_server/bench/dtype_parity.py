@@ -11,7 +11,6 @@ accuracy; the paired standard error of the difference (same test items) is repor
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -23,6 +22,7 @@ import torch
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
 from model_owner_server.base_models import load_base_model
+from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.evaluation.matrix import Score, score_model
@@ -84,10 +84,7 @@ def run(model: str, task: str, dtypes: list[str], out_dir: Path, n_train: int = 
               "n_test": runs[0]["zero_shot"]["n"], "tuning": tuning.model_dump(), "emulator": "uniform alpha 0.5",
               "torch_threads": torch.get_num_threads(), "runs": runs,
               "against": {r["dtype"]: compare(runs[0], r) for r in runs[1:]}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"dtype-parity-{model}-{task}"
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (out_dir / f"{stem}.md").write_text(markdown(result))
+    write_result(out_dir, f"dtype-parity-{model}-{task}", result, markdown(result))
     return result
 
 

@@ -7,7 +7,6 @@ windows of held-out calibration text and of KJV.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import tempfile
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from model_owner_server.base_models import load_base_model
+from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import generate_emulator
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.emulators.spec import EmulatorSpec
@@ -116,10 +116,7 @@ def run(
         "median_build_seconds": statistics.median(r["build_seconds"] for r in rows),
         "rows": rows,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"emulator-quality-{Path(model_name).name}"
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (out_dir / f"{stem}.md").write_text(markdown(result))
+    write_result(out_dir, f"emulator-quality-{Path(model_name).name}", result, markdown(result))
     return result
 
 

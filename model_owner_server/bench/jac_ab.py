@@ -10,7 +10,6 @@ task's training batches (the same batches for every profile).
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from model_owner_server.base_models import load_base_model
+from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import generate_emulator
 from model_owner_server.emulators.fidelity import emulator_fidelity
 from model_owner_server.emulators.profile import Stage1Config
@@ -58,10 +58,7 @@ def run(model: str, weights: list[float], alpha: float, task: str, n_batches: in
 
 
 def _write(result: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"jac-ab-{Path(result['model']).name}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    stem.with_suffix(".md").write_text(markdown(result))
+    write_result(out_dir, f"jac-ab-{Path(result['model']).name}", result, markdown(result))
 
 
 def _line(row: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ sequences before and after, and the build time (what the re-fit adds to an emula
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from model_owner_server.base_models import load_base_model
+from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import generate_emulator
 from model_owner_server.emulators.fidelity import held_out_windows
 from model_owner_server.emulators.profile import Stage1Config
@@ -68,10 +68,7 @@ def run(model: str, alpha: float, betas: list[float], out_dir: Path) -> dict[str
 
 
 def _write(result: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"src-refit-{Path(result['model']).name}"
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (out_dir / f"{stem}.md").write_text(markdown(result))
+    write_result(out_dir, f"src-refit-{Path(result['model']).name}", result, markdown(result))
 
 
 def _line(row: dict[str, Any]) -> str:

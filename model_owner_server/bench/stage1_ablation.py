@@ -11,7 +11,6 @@ With a stage-1 profile (the default config, built if missing):
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from model_owner_server.base_models import BaseModel, load_base_model
+from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import generate_emulator
 from model_owner_server.emulators.calibration import block_influence, capture_middle, sample_sequences
 from model_owner_server.emulators.fidelity import held_out_windows
@@ -122,10 +122,7 @@ def run(model: str, ranks: list[int], out_dir: Path, with_profile: bool = True) 
     result = {"benchmark": "stage1-ablation", "model": model, "full_ppl": full, "alphas": list(ALPHAS),
               "config": config.model_dump(), "profile_id": profile_id, "rows": rows,
               "host": {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"stage1-ablation-{Path(model).name}"
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (out_dir / f"{stem}.md").write_text(markdown(result))
+    write_result(out_dir, f"stage1-ablation-{Path(model).name}", result, markdown(result))
     return result
 
 

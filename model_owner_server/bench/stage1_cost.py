@@ -30,6 +30,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from model_owner_server.base_models import BaseModel, load_base_model, prepare
+from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import Stage1Config, profile_dir
 from model_owner_server.emulators.spec import EmulatorSpec
@@ -177,10 +178,7 @@ def _write(out_dir: Path, rows: list[dict[str, Any]], dtypes: list[str], rates: 
                     "processor": platform.processor()},
         "rows": rows,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = output_stem(dtypes)
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (out_dir / f"{stem}.md").write_text(markdown(result))
+    write_result(out_dir, output_stem(dtypes), result, markdown(result))
     return result
 
 

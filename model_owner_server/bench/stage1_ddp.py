@@ -10,7 +10,6 @@ number of torch threads (float32 summation order, nothing else): the numerical n
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from model_owner_server.base_models import load_base_model
+from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config, find_profile
 from model_owner_server.emulators.stage1 import Stage1Progress, run_stage1
 from model_owner_server.emulators.stage1_launch import run_stage1_processes
@@ -146,10 +146,7 @@ def run(model: str, config: Stage1Config, nproc: int, out_dir: Path, texts: list
         "comparison": compare(single, multi),
         "noise_floor": {"threads": [single_threads, other_threads], "comparison": compare(single, single_other)},
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"stage1-ddp-{Path(model).name}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    stem.with_suffix(".md").write_text(markdown(result) + "\n")
+    write_result(out_dir, f"stage1-ddp-{Path(model).name}", result, markdown(result) + "\n")
     return result
 
 
