@@ -190,7 +190,7 @@ def emulators_build(
             base = base_models.load_base_model(model)
         spec.check_against(base.num_layers)
         profile = None
-        if spec.method == "scaleot" and (spec.options.harmonizers or spec.options.importance):
+        if spec.uses_profile:
             config = Stage1Config(adapter_bottom=adapter_bottom, adapter_top=adapter_top)
             if stage1_steps is not None:
                 config = config.model_copy(update={"steps": stage1_steps})

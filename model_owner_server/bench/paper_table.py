@@ -25,6 +25,7 @@ import torch
 from data_owner_client.tuning.config import TuningConfig
 from model_owner_server.base_models import BaseModel
 from model_owner_server.bench import paper_report
+from model_owner_server.bench.records import TaskResult
 from model_owner_server.bench.run_state import open_state, save_state
 from model_owner_server.bench.summary import summarize, task_intervals
 from model_owner_server.bench.task_run import (
@@ -32,7 +33,9 @@ from model_owner_server.bench.task_run import (
     Log,
     Variant,
     adapter_blocks,
+    expected_emulator_id,
     prefixed,
+    rerun_variant,
     run_task,
     split,
     tuning_for,
@@ -91,7 +94,12 @@ def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants:
     with tempfile.TemporaryDirectory(prefix="scaleot-paper-table-") as tmp:
         for task in tasks:
             if task in state.tasks:
-                log(f"{task}: finished in an earlier run, skipped")
+                if _refresh_stale_rows(base, profile, task, state.tasks[task], variants, budget, Path(tmp),
+                                       load_task, prefixed(log, task)):
+                    save_state(path, state)
+                    result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
+                else:
+                    log(f"{task}: finished in an earlier run, skipped")
                 continue
             data = load_task(task)
             if task not in state.lrs:
@@ -105,6 +113,24 @@ def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants:
             save_state(path, state)
             result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
     return result
+
+
+def _refresh_stale_rows(base: BaseModel, profile: ImportanceProfile, task: str, result: TaskResult,
+                        variants: list[Variant], budget: Budget, workdir: Path, load_task: TaskLoader,
+                        log: Log) -> bool:
+    """Re-run, in a finished task, each variant whose stored emulator is not the one the current code
+    builds (e.g. SRC emulators once the harmonizer re-fit came): a mean over tasks must not mix
+    two different emulators under one label. Returns whether anything was re-run."""
+    stale = [(i, v) for i, v in enumerate(variants)
+             if result.rows[i].emulator_id != expected_emulator_id(base, profile, v)]
+    if not stale:
+        return False
+    data = load_task(task)
+    for i, variant in stale:
+        log(f"{variant.label}: stored emulator {result.rows[i].emulator_id} is not what this code builds "
+            f"({expected_emulator_id(base, profile, variant)}); re-running this row only")
+        result.rows[i] = rerun_variant(base, profile, data, result, variant, budget, workdir, log)
+    return True
 
 
 def _write(base: BaseModel, profile: ImportanceProfile, tasks: dict[str, Any], budget: Budget,

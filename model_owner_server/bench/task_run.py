@@ -104,13 +104,23 @@ def _reference_rows(base: BaseModel, blocks: list[int], train: list[TrainExample
     return rows
 
 
+def variant_spec(base: BaseModel, profile: ImportanceProfile, variant: Variant) -> EmulatorSpec:
+    cfg = profile.meta.config
+    return EmulatorSpec(base_model=base.name, method=variant.method, alpha=variant.alpha, beta=variant.beta,
+                        adapter_bottom=cfg.adapter_bottom, adapter_top=cfg.adapter_top)
+
+
+def expected_emulator_id(base: BaseModel, profile: ImportanceProfile, variant: Variant) -> str:
+    """The id the current code would build for `variant` (cheap: nothing is built)."""
+    spec = variant_spec(base, profile, variant)
+    return spec.emulator_id(base.weights_sha256, profile.meta.profile_id if spec.uses_profile else None, base.dtype)
+
+
 def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, train: list[TrainExample],
                  test: list[MCExample], budget: Budget, lr: float, known: dict[str, Score], upper: list[Score],
                  workdir: Path, task: str, log: Log) -> VariantRow:
     started = time.perf_counter()
-    cfg = profile.meta.config
-    spec = EmulatorSpec(base_model=base.name, method=variant.method, alpha=variant.alpha, beta=variant.beta,
-                        adapter_bottom=cfg.adapter_bottom, adapter_top=cfg.adapter_top)
+    spec = variant_spec(base, profile, variant)
     emu_dir = workdir / f"{variant.method}-{variant.alpha:g}-{variant.beta:g}" / "emulator"
     manifest = build_emulator(base, spec, profile, emu_dir)
     emulator, _, _ = load_emulator(emu_dir)
@@ -171,3 +181,25 @@ def run_task(base: BaseModel, profile: ImportanceProfile, data: TaskData[MCExamp
                       full_zero_shot=zero_cell, adapter_tuning_full_model=upper_cell,
                       full_parameter_fine_tuning=reference["full_parameter_fine_tuning"][0], rows=rows,
                       seconds=time.perf_counter() - started + sum(c.seconds for c in lrs.values()))
+
+
+def _score(cell: Cell, seed_index: int) -> Score:
+    """A stored cell's score of one seed, with its per-item correctness (for the evaluation matrix)."""
+    correct = [int(c) for c in cell.correct[seed_index]]
+    return Score(metric="acc", value=cell.acc[seed_index], n=len(correct), correct=correct)
+
+
+def rerun_variant(base: BaseModel, profile: ImportanceProfile, data: TaskData[MCExample], result: TaskResult,
+                  variant: Variant, budget: Budget, workdir: Path, log: Log = lambda _: None) -> VariantRow:
+    """One variant's row of a finished task again (its emulator changed since, e.g. a new build step),
+    against the task's stored reference rows, learning rate and test items: nothing else re-runs."""
+    train, _, test = split(data, budget)
+    if len(test) != result.n_test or len(train) != result.n_train:
+        raise ValueError(f"{result.task}: the stored task has {result.n_train} train / {result.n_test} test "
+                         f"examples, the pack now gives {len(train)} / {len(test)}")
+    upper = [_score(result.adapter_tuning_full_model, i) for i in range(len(budget.seeds))]
+    row = _variant_row(base, profile, variant, train, test, budget, result.lr["adapter"].lr,
+                       {"full_zero_shot": _score(result.full_zero_shot, 0)}, upper, workdir / result.task,
+                       result.task, log)
+    result.seconds += row.seconds
+    return row

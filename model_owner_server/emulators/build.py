@@ -143,8 +143,7 @@ def generate_emulator(
         state.update({f"{prefix}{entry.emulator_index}.{k}": v for k, v in block_state.items()})
     materialize(emulator, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
 
-    uses_profile = spec.method == "scaleot" and (spec.options.importance or spec.options.harmonizers)
-    pid = profile.meta.profile_id if (profile is not None and uses_profile) else None
+    pid = profile.meta.profile_id if (profile is not None and spec.uses_profile) else None
     seed = profile.meta.config.seed if pid is not None and profile is not None else seed
     refit: RefitRecord | None = None
     if spec.refits_harmonizers:

@@ -35,6 +35,12 @@ class EmulatorSpec(BaseModel):
             )
 
     @property
+    def uses_profile(self) -> bool:
+        """Whether the emulator needs a stage-1 profile (its importance or harmonizers); only then does
+        the profile id enter the emulator id."""
+        return self.method == "scaleot" and (self.options.importance or self.options.harmonizers)
+
+    @property
     def refits_harmonizers(self) -> bool:
         """Whether stage 2 re-fits the harmonizers after SRC: only when SRC compresses kept blocks around them."""
         return (self.method == "scaleot" and self.options.harmonizers and self.options.src and self.beta > 0

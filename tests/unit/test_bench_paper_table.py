@@ -173,3 +173,36 @@ def test_quick_shaped_run_is_fast(tiny: tuple[BaseModel, ImportanceProfile], tmp
     result = _run(tiny, tmp_path, ["goal_step_wikihow_goal"], budget=quick, load_task=lambda name: toy_task(name))
     assert len(result["summary"]) == len(VARIANTS)
     assert result["tasks"][0]["seeds"] == list(paper_table.QUICK.seeds)
+
+
+def test_a_finished_task_reruns_only_the_rows_whose_emulator_changed(
+        tiny: tuple[BaseModel, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
+    first = _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
+    state_file = paper_table.state_path(tmp_path, "t")
+    state = json.loads(state_file.read_text())
+    state["tasks"]["a"]["rows"][1]["emulator_id"] = "emu-built-by-older-code"
+    state_file.write_text(json.dumps(state))
+
+    ran_tasks: list[str] = []
+    reran: list[str] = []
+    real_rerun = paper_table.rerun_variant
+    monkeypatch.setattr(paper_table, "run_task", lambda *a, **k: ran_tasks.append("x"))
+
+    def counting_rerun(*args: Any, **kwargs: Any) -> VariantRow:
+        reran.append(args[4].label)
+        return real_rerun(*args, **kwargs)
+
+    monkeypatch.setattr(paper_table, "rerun_variant", counting_rerun)
+    result = _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
+    assert ran_tasks == [] and reran == [VARIANTS[1].label]
+    base, profile = tiny
+    rows = result["tasks"][0]["rows"]
+    assert rows[1]["emulator_id"] == task_run.expected_emulator_id(base, profile, VARIANTS[1])
+    assert rows[0] == first["tasks"][0]["rows"][0]  # the current row is kept as it was
+    for key in ("full_zero_shot", "adapter_tuning_full_model", "lr", "n_test"):
+        assert result["tasks"][0][key] == first["tasks"][0][key]
+    assert len(rows[1]["plug_in"]["correct"][0]) == result["tasks"][0]["n_test"]
+    reran.clear()
+    _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
+    assert reran == []  # refreshed once, then current

@@ -9,12 +9,8 @@ from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.stage1 import base_profile_id
 
 
-def needs_profile(spec: EmulatorSpec) -> bool:
-    return spec.method == "scaleot" and (spec.options.harmonizers or spec.options.importance)
-
-
 def stage1_config(spec: EmulatorSpec, overrides: dict[str, int]) -> Stage1Config | None:
-    if not needs_profile(spec):
+    if not spec.uses_profile:
         return None
     return Stage1Config.model_validate(
         {"adapter_bottom": spec.adapter_bottom, "adapter_top": spec.adapter_top, **overrides}
