@@ -37,13 +37,15 @@ class FileEntry(BaseModel):
 
 
 class EmulatorOptions(BaseModel):
-    """Ablation switches of `scaleot` (ignored by `uniform`)."""
+    """Ablation switches of `scaleot` (ignored by `uniform`), and `distill` of `uniform` (ignored by `scaleot`)."""
 
     harmonizers: bool = True  # off: importance-based LayerDrop
     importance: bool = True  # off: uniform positions, with harmonizers
     src: bool = True  # off: beta is ignored
     # off: SRC is applied after stage 1 with no re-fit (the old behaviour); only used when beta > 0 with harmonizers
     refit: bool = True
+    # uniform only: Offsite-Tuning's distilled emulator (OT-KD), the kept middle blocks trained toward the full model
+    distill: bool = False
 
 
 class RefitRecord(BaseModel):
@@ -60,6 +62,22 @@ class RefitRecord(BaseModel):
     # of the stage-1 harmonizer (before) and of the one shipped (after; a re-fit that did not help is discarded)
     error_before: dict[int, float]
     error_after: dict[int, float]
+    seconds: float = 0.0
+
+
+class DistillRecord(BaseModel):
+    """How the kept middle blocks of a uniform emulator were distilled toward the full model (OT-KD)."""
+
+    steps: int
+    batch_size: int
+    seq_len: int
+    lr: float
+    seed: int
+    corpus: str
+    # per-token error of the hidden state entering the top adapter against the full model's, on held-out
+    # check sequences: uniform LayerDrop (before) and what is shipped (after; a worse distillation is discarded)
+    error_before: float
+    error_after: float
     seconds: float = 0.0
 
 
@@ -80,6 +98,7 @@ class EmulatorManifest(BaseModel):
     layers: list[LayerEntry]
     harmonizer: HarmonizerConfig | None = None
     refit: RefitRecord | None = Field(None, description="set when the harmonizers were re-fitted after SRC")
+    distill: DistillRecord | None = Field(None, description="set when the kept middle blocks were distilled (OT-KD)")
     profile_id: str | None = None
     dtype: DtypeName = Field(
         "float32", description="dtype of the weights in emulator.safetensors (the base model's)")

@@ -40,7 +40,9 @@ def bench_paper_table(
     tasks: Annotated[str | None, typer.Option(help="comma-separated built-in multiple-choice tasks (default: "
                                                    "the four standard tasks; --quick: goal_step_wikihow_goal)")] = None,
     alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced/dropped")] = 0.5,
-    variants: Annotated[str, typer.Option(help="method:beta[:alpha] list")] = "uniform:0,scaleot:0,scaleot:0.5",
+    variants: Annotated[str, typer.Option(
+        help="method:beta[:alpha] list; methods scaleot, uniform, ot-kd (uniform LayerDrop + distillation)"
+    )] = "uniform:0,ot-kd:0,scaleot:0,scaleot:0.5",
     quick: Annotated[bool, typer.Option(help="small budget, one task (under 15 minutes on 2 cores)")] = False,
     n_train: Annotated[int | None, typer.Option(help="override training examples per task")] = None,
     n_valid: Annotated[int | None, typer.Option(help="override validation examples (learning-rate selection)")] = None,

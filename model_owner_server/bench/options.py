@@ -5,7 +5,7 @@ from __future__ import annotations
 from model_owner_server.bench.task_run import Variant
 from shared.tasks import TASKS
 
-METHODS = ("scaleot", "uniform")
+METHODS = ("scaleot", "uniform", "ot-kd")  # ot-kd: uniform LayerDrop + distillation (Offsite-Tuning)
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:

@@ -119,7 +119,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    markers = {"uniform": "s", "scaleot": "o"}
+    markers = {"uniform": "s", "scaleot": "o", "ot-kd": "^"}
     for s in result["summary"]:
         x, y = s["privacy_gap"], s["utility_gap"]
         err = [[[x["mean"] - x["ci95"][0]], [x["ci95"][1] - x["mean"]]],

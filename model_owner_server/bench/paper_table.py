@@ -69,7 +69,8 @@ def state_path(out_dir: Path, label: str, prefix: str = "paper-table") -> Path:
 
 def run_config(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants: list[Variant],
                budget: Budget) -> dict[str, Any]:
-    """What a run's results depend on (its fingerprint binds the state file)."""
+    """What a run's results depend on. All but the variants bind the state file (its fingerprint); a
+    finished task's rows follow the variants of the run that resumes it (`_refresh_rows`)."""
     return {"model": base.name, "base_model_sha256": base.weights_sha256, "profile_id": profile.meta.profile_id,
             "tasks": tasks, "variants": [v.label for v in variants], "budget": budget_json(budget)}
 
@@ -86,7 +87,7 @@ def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants:
     """Files: `<out_dir>/<prefix>-<label>.{json,md,png}`, state `<out_dir>/.<prefix>-<label>.state.json`."""
     config = run_config(base, profile, tasks, variants, budget)
     path = state_path(out_dir, label, prefix)
-    state = open_state(path, config, restart)
+    state = open_state(path, config, restart, unbound=("variants",))
     if state.tasks:
         log(f"resuming {path}: finished {', '.join(state.tasks)}")
     result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}") if state.tasks else {}
@@ -94,8 +95,8 @@ def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants:
     with tempfile.TemporaryDirectory(prefix="scaleot-paper-table-") as tmp:
         for task in tasks:
             if task in state.tasks:
-                if _refresh_stale_rows(base, profile, task, state.tasks[task], variants, budget, Path(tmp),
-                                       load_task, prefixed(log, task)):
+                if _refresh_rows(base, profile, task, state.tasks[task], variants, budget, Path(tmp), load_task,
+                                 prefixed(log, task)):
                     save_state(path, state)
                     result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
                 else:
@@ -115,22 +116,27 @@ def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants:
     return result
 
 
-def _refresh_stale_rows(base: BaseModel, profile: ImportanceProfile, task: str, result: TaskResult,
-                        variants: list[Variant], budget: Budget, workdir: Path, load_task: TaskLoader,
-                        log: Log) -> bool:
-    """Re-run, in a finished task, each variant whose stored emulator is not the one the current code
-    builds (e.g. SRC emulators once the harmonizer re-fit came): a mean over tasks must not mix
-    two different emulators under one label. Returns whether anything was re-run."""
-    stale = [(i, v) for i, v in enumerate(variants)
-             if result.rows[i].emulator_id != expected_emulator_id(base, profile, v)]
-    if not stale:
-        return False
-    data = load_task(task)
-    for i, variant in stale:
-        log(f"{variant.label}: stored emulator {result.rows[i].emulator_id} is not what this code builds "
-            f"({expected_emulator_id(base, profile, variant)}); re-running this row only")
-        result.rows[i] = rerun_variant(base, profile, data, result, variant, budget, workdir, log)
-    return True
+def _refresh_rows(base: BaseModel, profile: ImportanceProfile, task: str, result: TaskResult,
+                  variants: list[Variant], budget: Budget, workdir: Path, load_task: TaskLoader, log: Log) -> bool:
+    """Bring a finished task's rows to this run's variants, in its order: a variant added since (e.g. the
+    OT-KD row) is run, and one whose stored emulator is not what the current code builds (e.g. SRC
+    emulators once the harmonizer re-fit came) is re-run, both against the task's stored reference rows;
+    a mean over tasks must not mix two emulators under one label. Returns whether anything changed."""
+    stored = {row.variant: row for row in [*result.set_aside, *result.rows]}
+    todo = [v for v in variants
+            if v.label not in stored or stored[v.label].emulator_id != expected_emulator_id(base, profile, v)]
+    rows_before = [row.variant for row in result.rows]
+    if todo:
+        data = load_task(task)
+        for variant in todo:
+            old = stored.get(variant.label)
+            log(f"{variant.label}: " + ("not run on this task yet" if old is None else
+                f"stored emulator {old.emulator_id} is not what this code builds "
+                f"({expected_emulator_id(base, profile, variant)})") + "; running this row only")
+            stored[variant.label] = rerun_variant(base, profile, data, result, variant, budget, workdir, log)
+    result.rows = [stored.pop(v.label) for v in variants]
+    result.set_aside = list(stored.values())
+    return bool(todo) or [row.variant for row in result.rows] != rows_before
 
 
 def _write(base: BaseModel, profile: ImportanceProfile, tasks: dict[str, Any], budget: Budget,
@@ -144,7 +150,7 @@ def _write(base: BaseModel, profile: ImportanceProfile, tasks: dict[str, Any], b
         "summary": summarize(finished),
         "task_intervals": {t.task: {v: {k: i.model_dump(mode="json") for k, i in gaps.items()}
                                     for v, gaps in task_intervals(t).items()} for t in finished},
-        "tasks": [t.model_dump() for t in finished],
+        "tasks": [t.model_dump(exclude={"set_aside"}) for t in finished],
     }
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.parent.joinpath(f"{stem.name}.json").write_text(json.dumps(result, indent=1))

@@ -73,6 +73,8 @@ class TaskResult(BaseModel):
     adapter_tuning_full_model: Cell
     full_parameter_fine_tuning: Cell
     rows: list[VariantRow]
+    # rows of variants the latest resumed run did not ask for: kept (not reported) for a run that asks again
+    set_aside: list[VariantRow] = Field(default_factory=list)
     seconds: float = 0.0
 
     def cell(self, row: str, variant: VariantRow | None = None) -> Cell:

@@ -35,20 +35,27 @@ class RunState(BaseModel):
     tasks: dict[str, TaskResult] = Field(default_factory=dict)  # finished tasks, in finishing order
 
 
-def fingerprint(config: dict[str, Any]) -> str:
-    payload = json.dumps({"version": STATE_VERSION, **config}, sort_keys=True, default=str)
+def fingerprint(config: dict[str, Any], unbound: tuple[str, ...] = ()) -> str:
+    """Hash of the configuration without its `unbound` keys (those a resumed run may change)."""
+    bound = {k: v for k, v in config.items() if k not in unbound}
+    payload = json.dumps({"version": STATE_VERSION, **bound}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def open_state(path: Path, config: dict[str, Any], restart: bool = False) -> RunState:
-    """The saved state of this run configuration, or a fresh one (`restart` discards a saved state)."""
-    expected = fingerprint(config)
+def open_state(path: Path, config: dict[str, Any], restart: bool = False, unbound: tuple[str, ...] = ()) -> RunState:
+    """The saved state of this run configuration, or a fresh one (`restart` discards a saved state).
+
+    The saved configuration is compared without its `unbound` keys (recomputed from the stored config,
+    so states written before a key became unbound still resume); the state then takes this run's config."""
+    expected = fingerprint(config, unbound)
     if path.is_file() and not restart:
         state = RunState.model_validate_json(path.read_text())
-        if state.fingerprint != expected:
+        saved = fingerprint(state.config, unbound)
+        if saved != expected:
             raise StateMismatchError(
-                f"{path} holds a run with another configuration (fingerprint {state.fingerprint}, this run "
+                f"{path} holds a run with another configuration (fingerprint {saved}, this run "
                 f"{expected}); restart it (--restart) or write under another --label")
+        state.fingerprint, state.config = expected, config
         return state
     return RunState(fingerprint=expected, config=config)
 

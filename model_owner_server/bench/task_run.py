@@ -10,6 +10,9 @@ zero-shot, emulator fine-tuned, plug-in). Learning rates come from the validatio
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +31,10 @@ from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.evaluation.matrix import Score, score_model
 from model_owner_server.evaluation.run import evaluate_adapter
 from model_owner_server.plug_in import check_adapter
-from shared.artifacts import load_emulator
+from shared.artifacts import ArtifactError, load_emulator, verify_emulator
+from shared.cache import cache_dir
 from shared.data_formats import MCExample, TrainExample
+from shared.manifest import EmulatorManifest, EmulatorOptions
 from shared.tasks import TaskData, as_training_examples
 
 Log = Callable[[str], None]
@@ -37,7 +42,7 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Variant:
-    method: str
+    method: str  # "scaleot", "uniform" or "ot-kd" (Offsite-Tuning's distilled emulator: uniform + distillation)
     beta: float
     alpha: float = 0.5
 
@@ -106,8 +111,38 @@ def _reference_rows(base: BaseModel, blocks: list[int], train: list[TrainExample
 
 def variant_spec(base: BaseModel, profile: ImportanceProfile, variant: Variant) -> EmulatorSpec:
     cfg = profile.meta.config
-    return EmulatorSpec(base_model=base.name, method=variant.method, alpha=variant.alpha, beta=variant.beta,
-                        adapter_bottom=cfg.adapter_bottom, adapter_top=cfg.adapter_top)
+    distill = variant.method == "ot-kd"
+    return EmulatorSpec(base_model=base.name, method="uniform" if distill else variant.method, alpha=variant.alpha,
+                        beta=variant.beta, adapter_bottom=cfg.adapter_bottom, adapter_top=cfg.adapter_top,
+                        options=EmulatorOptions(distill=distill))
+
+
+def _emulator_dir(base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile, workdir: Path,
+                  log: Log) -> tuple[Path, EmulatorManifest]:
+    """Build the variant's emulator under `workdir`; a distilled one (minutes of training, the same for
+    every task) is kept in the cache by its id and reused while its files verify."""
+    if not spec.distills:
+        out = workdir / "emulator"
+        return out, build_emulator(base, spec, profile, out)
+    emulator_id = spec.emulator_id(base.weights_sha256, None, base.dtype)
+    cached = cache_dir() / "bench-emulators" / emulator_id
+    with contextlib.suppress(ArtifactError, OSError, ValueError):
+        manifest = verify_emulator(cached)
+        log(f"reusing the distilled emulator {emulator_id} from {cached}")
+        return cached, manifest
+    log(f"distilling {emulator_id} (OT-KD; cached for the other tasks)")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{emulator_id}.", dir=cached.parent))
+    try:
+        manifest = build_emulator(base, spec, profile, staging)
+        shutil.rmtree(cached, ignore_errors=True)
+        staging.rename(cached)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if manifest.distill is not None:
+        log(f"distillation error {manifest.distill.error_before:.3f} -> {manifest.distill.error_after:.3f} "
+            f"in {manifest.distill.seconds:.0f} s")
+    return cached, manifest
 
 
 def expected_emulator_id(base: BaseModel, profile: ImportanceProfile, variant: Variant) -> str:
@@ -121,8 +156,8 @@ def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, 
                  workdir: Path, task: str, log: Log) -> VariantRow:
     started = time.perf_counter()
     spec = variant_spec(base, profile, variant)
-    emu_dir = workdir / f"{variant.method}-{variant.alpha:g}-{variant.beta:g}" / "emulator"
-    manifest = build_emulator(base, spec, profile, emu_dir)
+    variant_dir = workdir / f"{variant.method}-{variant.alpha:g}-{variant.beta:g}"
+    emu_dir, manifest = _emulator_dir(base, spec, profile, variant_dir, log)
     emulator, _, _ = load_emulator(emu_dir)
     fidelity = measure_fidelity(base, emulator, manifest, train, budget.fidelity_batches)
     row = VariantRow(variant=variant.label, method=variant.method, alpha=variant.alpha, beta=variant.beta,
@@ -131,7 +166,7 @@ def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, 
     rows = dict(known)
     tps = []
     for seed, upper_score in zip(budget.seeds, upper, strict=True):
-        adapter_dir = emu_dir.parent / f"adapter-seed{seed}"
+        adapter_dir = variant_dir / f"adapter-seed{seed}"
         tuned = train_adapter(emu_dir, train, None, tuning_for(budget, lr, seed), adapter_dir)
         tps.append(tuned.tokens_per_second)
         del tuned

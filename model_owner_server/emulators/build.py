@@ -5,7 +5,8 @@ and apply SRC (rank fraction beta removed) to the attention projections of the k
 `uniform`: Offsite-Tuning LayerDrop, evenly spaced kept blocks, the rest dropped (SRC still applies
 when beta > 0, so both methods are compared at the same (alpha, beta)).
 With SRC and harmonizers (beta > 0, `options.refit`), the harmonizers are then re-fitted to the
-compressed blocks around them (`src_refit.py`).
+compressed blocks around them (`src_refit.py`). `uniform` with `options.distill` is Offsite-Tuning's
+distilled emulator (OT-KD): its kept middle blocks are distilled toward the full model (`distill.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from transformers import PreTrainedModel
 
 from model_owner_server.base_models import BaseModel
+from model_owner_server.emulators.distill import DistillSettings, distill_kept_blocks
 from model_owner_server.emulators.profile import CALIBRATION_CORPUS, ImportanceProfile
 from model_owner_server.emulators.selection import (
     least_important,
@@ -37,7 +39,7 @@ from shared.corpora import calibration_split
 from shared.emulator_model import build_skeleton, emulator_config, materialize, src_projections
 from shared.harmonizer import Harmonizer, HarmonizerConfig
 from shared.low_rank import linear_weight
-from shared.manifest import EmulatorManifest, LayerEntry, LayerKind, RefitRecord
+from shared.manifest import DistillRecord, EmulatorManifest, LayerEntry, LayerKind, RefitRecord
 from shared.precision import dtype_name, model_dtype
 
 DEFAULT_SEED = 0
@@ -121,12 +123,13 @@ def _block_state(
 def generate_emulator(
     base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile | None, seed: int = DEFAULT_SEED,
     on_progress: RefitProgress | None = None, refit_settings: RefitSettings | None = None,
+    distill_settings: DistillSettings | None = None,
 ) -> tuple[PreTrainedModel, EmulatorManifest]:
     """The emulator model (a fresh transformers model, sharing no storage with `base`) and manifest.
 
     Its weights are in the base model's dtype, the profile's float32 harmonizers included: the
     artifact is written in that dtype, and the client loads whatever dtype the artifact has.
-    `on_progress` hears from the harmonizer re-fit after SRC, the only step that takes long."""
+    `on_progress` hears from the harmonizer re-fit after SRC and the OT-KD distillation, the steps that take long."""
     model = base.model
     dtype = model_dtype(model)
     stack = find_block_stack(model)
@@ -151,6 +154,11 @@ def generate_emulator(
         stream = token_stream(base, calibration_split()[0])
         refit = refit_harmonizers(model, emulator, plan.entries, stream, CALIBRATION_CORPUS, seed, refit_settings,
                                   on_progress)
+    distill: DistillRecord | None = None
+    if spec.distills:
+        stream = token_stream(base, calibration_split()[0])
+        distill = distill_kept_blocks(model, emulator, spec.adapter_bottom, spec.adapter_top, stream,
+                                      CALIBRATION_CORPUS, seed, distill_settings, on_progress)
     manifest = EmulatorManifest(
         emulator_id=spec.emulator_id(base.weights_sha256, pid, base.dtype),
         base_model=base.name,
@@ -166,6 +174,7 @@ def generate_emulator(
         layers=plan.entries,
         harmonizer=plan.harmonizer,
         refit=refit,
+        distill=distill,
         profile_id=pid,
         dtype=dtype_name(dtype),
         library_versions=library_versions(),

@@ -46,11 +46,18 @@ class EmulatorSpec(BaseModel):
         return (self.method == "scaleot" and self.options.harmonizers and self.options.src and self.beta > 0
                 and self.options.refit)
 
+    @property
+    def distills(self) -> bool:
+        """Whether stage 2 distils the kept middle blocks (Offsite-Tuning's OT-KD emulator)."""
+        return self.method == "uniform" and self.options.distill
+
     def emulator_id(self, base_weights_sha256: str, profile_id: str | None, dtype: str = "float32") -> str:
         """Same request, base weights, profile and dtype -> same id (float32 keeps the ids it always had)."""
-        payload = self.model_dump(mode="json", exclude={"base_model": True, "options": {"refit"}})
+        payload = self.model_dump(mode="json", exclude={"base_model": True, "options": {"refit", "distill"}})
         if self.refits_harmonizers:  # only then do the weights differ: every other emulator keeps its earlier id
             payload["refit"] = True
+        if self.distills:
+            payload["distill"] = True
         payload.update(base=base_weights_sha256, profile=profile_id)
         if dtype != "float32":
             payload["dtype"] = dtype

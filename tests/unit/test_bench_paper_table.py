@@ -18,6 +18,7 @@ from model_owner_server.bench.summary import summarize
 from model_owner_server.bench.task_run import Variant
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.evaluation.matrix import Score
+from shared.cache import cache_dir
 from shared.data_formats import MCExample
 from shared.tasks import TaskData
 from tests.unit.bench_helpers import toy_budget, toy_task
@@ -206,3 +207,44 @@ def test_a_finished_task_reruns_only_the_rows_whose_emulator_changed(
     reran.clear()
     _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
     assert reran == []  # refreshed once, then current
+
+
+def test_a_variant_added_later_runs_on_finished_tasks_and_one_left_out_is_kept(
+        tiny: tuple[BaseModel, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import model_owner_server.emulators.distill as distill
+
+    fast = distill.DistillSettings(steps=4, batch_size=2, seq_len=32, check_sequences=2)
+    monkeypatch.setattr(distill, "DistillSettings", lambda: fast)  # the default settings, made small
+    budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
+    load = lambda name: toy_task(name)  # noqa: E731
+    first = _run(tiny, tmp_path, ["a"], budget=budget, load_task=load)
+    reran: list[str] = []
+    real_rerun = paper_table.rerun_variant
+
+    def counting_rerun(*args: Any, **kwargs: Any) -> VariantRow:
+        reran.append(args[4].label)
+        return real_rerun(*args, **kwargs)
+
+    monkeypatch.setattr(paper_table, "rerun_variant", counting_rerun)
+    monkeypatch.setattr(paper_table, "run_task", lambda *a, **k: pytest.fail("a finished task is not run again"))
+    ot_kd = Variant("ot-kd", 0.0, 0.5)
+    base, profile = tiny
+    with_ot = paper_table.run(base, profile, ["a"], [VARIANTS[0], ot_kd, VARIANTS[1]], budget, tmp_path, "t",
+                              load_task=load, log=lambda _: None)
+    assert reran == [ot_kd.label]
+    rows = with_ot["tasks"][0]["rows"]
+    assert [r["variant"] for r in rows] == [VARIANTS[0].label, ot_kd.label, VARIANTS[1].label]
+    assert rows[0] == first["tasks"][0]["rows"][0] and rows[2] == first["tasks"][0]["rows"][1]
+    assert rows[1]["method"] == "ot-kd" and rows[1]["emulator_id"] != rows[0]["emulator_id"]
+    assert [s["variant"] for s in with_ot["summary"]] == [r["variant"] for r in rows]
+    assert with_ot["summary"][1]["plug_in_vs_uniform"] is not None  # compared with uniform at its alpha
+    assert (cache_dir() / "bench-emulators" / rows[1]["emulator_id"] / "manifest.json").is_file()
+
+    reran.clear()
+    without = _run(tiny, tmp_path, ["a"], budget=budget, load_task=load)  # the first command again
+    assert reran == [] and [r["variant"] for r in without["tasks"][0]["rows"]] == [v.label for v in VARIANTS]
+    again = paper_table.run(base, profile, ["a"], [VARIANTS[0], ot_kd, VARIANTS[1]], budget, tmp_path, "t",
+                            load_task=load, log=lambda _: None)
+    assert reran == []  # the set-aside row comes back without a re-run
+    assert again["tasks"][0]["rows"][1] == rows[1]
+
