@@ -120,10 +120,10 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
     try:
         start = STAGE1_SHARE if stage1 else 0.1
 
-        def on_refit(fraction: float, message: str) -> None:  # beta > 0: the harmonizer re-fit after SRC
-            ctx.progress(start + (0.97 - start) * fraction, f"stage 2: {message}")
+        def on_build(fraction: float, message: str) -> None:  # the long steps: SRC re-fit, OT-KD distillation
+            ctx.progress(start + (0.97 - start) * fraction, f"stage 2: {message}")  # raises once cancelled
 
-        manifest = build_emulator(base, spec, profile, tmp / "emulator", on_progress=on_refit)
+        manifest = build_emulator(base, spec, profile, tmp / "emulator", on_progress=on_build)
         if manifest.emulator_id != row.id:
             raise RuntimeError(f"built emulator id {manifest.emulator_id} != requested {row.id} (settings changed?)")
         ctx.progress(0.98, "publishing the emulator files", force=True)

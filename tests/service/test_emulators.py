@@ -152,3 +152,31 @@ def test_whole_files_go_out_by_path_when_the_server_offers_pathsend(settings: Se
         assert Path(server.sent[0]).is_absolute()
         part = client.get(entry["url"], headers={**alice, "Range": "bytes=10-19"})  # ranges stream from the store
         assert part.status_code == 206 and part.content == full.content[10:20] and len(server.sent) == 1
+
+
+def test_an_ot_kd_emulator_is_built_with_progress_and_its_record(client: TestClient, worker: Worker, alice: Headers,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import model_owner_server.emulators.distill as distill
+
+    fast = distill.DistillSettings(steps=6, batch_size=2, seq_len=32, check_sequences=2)
+    monkeypatch.setattr(distill, "DistillSettings", lambda: fast)  # the service's default settings, made small
+    seen: list[float] = []
+    real = distill.distill_kept_blocks
+
+    def spy(*args: Any) -> Any:  # called positionally; the last argument is the job's progress callback
+        def relay(fraction: float, message: str) -> None:
+            seen.append(fraction)
+            if args[-1] is not None:
+                args[-1](fraction, message)
+        return real(*args[:-1], relay)
+
+    monkeypatch.setattr("model_owner_server.emulators.build.distill_kept_blocks", spy)
+    plain = client.post("/v1/emulators", json=UNIFORM, headers=alice).json()
+    body = client.post("/v1/emulators", json={**UNIFORM, "options": {"distill": True}}, headers=alice).json()
+    assert body["id"] != plain["id"]
+    assert worker.run_until_idle() == 2
+    done = client.get(f"/v1/emulators/{body['id']}", headers=alice).json()
+    assert done["state"] == "succeeded" and seen and seen[-1] == 1.0
+    record = done["manifest"]["distill"]
+    assert record["steps"] == 6 and record["error_after"] <= record["error_before"]
+    assert client.get(f"/v1/emulators/{plain['id']}", headers=alice).json()["manifest"]["distill"] is None
