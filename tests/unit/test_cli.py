@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from model_owner_server.cli import app
@@ -48,12 +49,29 @@ def test_build_uniform_emulator(tmp_path: Path) -> None:
     assert load_emulator(out)[2].emulator_id == manifest["emulator_id"]
 
 
+def test_build_ot_kd_emulator_reports_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import model_owner_server.emulators.distill as distill
+
+    fast = distill.DistillSettings(steps=5, batch_size=2, seq_len=32, check_sequences=2)
+    monkeypatch.setattr(distill, "DistillSettings", lambda: fast)  # the default settings, made small
+    monkeypatch.setenv("SCALEOT_PROGRESS", "plain")
+    monkeypatch.setenv("SCALEOT_PROGRESS_INTERVAL", "0")
+    out = tmp_path / "emu"
+    result = runner.invoke(app, ["emulators", "build", "--model", "tiny-llama", "--method", "uniform", "--distill",
+                                 "--adapter-bottom", "1", "--adapter-top", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = load_emulator(out)[2]
+    assert manifest.distill is not None and manifest.distill.steps == 5
+    assert "distilling the kept blocks (OT-KD)" in result.output and "100%" in result.output
+
+
 def test_user_errors_exit_2_with_one_clear_line(tmp_path: Path) -> None:
     cases = [
         (["--model", "no-such-model"], "unknown base model"),
         (["--model", "tiny-llama", "--method", "distill"], "--method must be scaleot or uniform"),
         (["--model", "tiny-llama", "--alpha", "1.5"], "alpha"),
         (["--model", "tiny-llama", "--adapter-bottom", "4", "--adapter-top", "4"], "leaves no middle"),
+        (["--model", "tiny-llama", "--distill"], "--distill applies to --method uniform"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["emulators", "build", *args, "--out", str(tmp_path / "x")])
