@@ -334,7 +334,7 @@ app.add_typer(keys_app, name="keys")
 
 
 def _service_settings() -> object:
-    from model_owner_server.app.core.config import Settings
+    from model_owner_server.settings import Settings
 
     try:
         return Settings()
@@ -350,8 +350,8 @@ def serve_command(
     workers: Annotated[int | None, typer.Option(help="worker processes beside the API (default: settings)")] = None,
 ) -> None:
     """Run the REST API (uvicorn) and, by default, one job worker beside it."""
-    from model_owner_server.app.core.config import Settings
     from model_owner_server.app.serve import serve
+    from model_owner_server.settings import Settings
 
     settings = _service_settings()
     assert isinstance(settings, Settings)
@@ -364,8 +364,8 @@ def worker_command(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
 ) -> None:
     """Run a job worker: emulator builds (stage 1 + stage 2) and evaluations."""
-    from model_owner_server.app.core.config import Settings
     from model_owner_server.jobs.runner import run_worker
+    from model_owner_server.settings import Settings
 
     settings = _service_settings()
     assert isinstance(settings, Settings)
@@ -382,10 +382,10 @@ def keys_create(
     """Create an API key for a data owner; the key is printed once, as the last word."""
     from sqlmodel import Session
 
-    from model_owner_server.app.core.config import Settings
     from model_owner_server.app.services.owners import create_key
     from model_owner_server.db.engine import make_engine
     from model_owner_server.db.migrate import upgrade
+    from model_owner_server.settings import Settings
 
     settings = _service_settings()
     assert isinstance(settings, Settings)

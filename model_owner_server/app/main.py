@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from model_owner_server.app.api import openapi
 from model_owner_server.app.api.guard import RequestGuard
 from model_owner_server.app.api.routes import adapters, emulators, evaluations, files, generate, health, models, owners
-from model_owner_server.app.core.config import Settings, get_settings
 from model_owner_server.app.core.state import AppState
 from model_owner_server.db.migrate import upgrade
+from model_owner_server.settings import Settings, get_settings
 
 log = logging.getLogger("scaleot.api")
 

@@ -19,10 +19,10 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
-from model_owner_server.app.core.config import Settings
 from model_owner_server.app.main import create_app
 from model_owner_server.db.engine import make_engine
 from model_owner_server.db.migrate import upgrade
+from model_owner_server.settings import Settings
 
 log = logging.getLogger("scaleot.serve")
 WORKER_CMD = [sys.executable, "-m", "model_owner_server.jobs"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from model_owner_server.app.core.config import get_settings
 from model_owner_server.jobs.runner import run_worker
+from model_owner_server.settings import get_settings
 
 if __name__ == "__main__":
     sys.exit(0 if run_worker(get_settings()) >= 0 else 1)

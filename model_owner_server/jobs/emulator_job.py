@@ -9,7 +9,6 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from model_owner_server.app.core.config import Settings
 from model_owner_server.base_models import BaseModel
 from model_owner_server.db.models import Emulator
 from model_owner_server.emulators.build import build_emulator
@@ -29,6 +28,7 @@ from model_owner_server.emulators.stage1 import (
     ensure_profile,
 )
 from model_owner_server.jobs.worker import JobContext, WorkerServices
+from model_owner_server.settings import Settings
 
 log = logging.getLogger("scaleot.worker")
 STAGE1_SHARE = 0.9  # of the progress bar, when stage 1 runs

@@ -6,12 +6,12 @@ import logging
 
 import torch
 
-from model_owner_server.app.core.config import Settings
-from model_owner_server.app.services.model_cache import BaseModelCache
 from model_owner_server.db.engine import make_engine
 from model_owner_server.db.migrate import upgrade
 from model_owner_server.jobs.handlers import HANDLERS
 from model_owner_server.jobs.worker import Worker, WorkerServices
+from model_owner_server.model_cache import BaseModelCache
+from model_owner_server.settings import Settings
 from model_owner_server.storage.factory import make_store
 
 

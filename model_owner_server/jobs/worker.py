@@ -21,11 +21,11 @@ from types import FrameType
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from model_owner_server.app.core.config import Settings
-from model_owner_server.app.services.model_cache import BaseModelCache
 from model_owner_server.db.models import Job, JobState
 from model_owner_server.emulators.stage1 import Stage1Cancelled
 from model_owner_server.jobs import queue
+from model_owner_server.model_cache import BaseModelCache
+from model_owner_server.settings import Settings
 from model_owner_server.storage.base import ArtifactStore
 
 log = logging.getLogger("scaleot.worker")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model_owner_server.app.core.config import Settings
+from model_owner_server.settings import Settings
 from model_owner_server.storage.base import ArtifactStore
 from model_owner_server.storage.local import LocalArtifactStore
 

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from model_owner_server.app.core.config import Settings
 from model_owner_server.app.main import create_app
 from model_owner_server.jobs.runner import build_worker
 from model_owner_server.jobs.worker import Worker
+from model_owner_server.settings import Settings
 from tests.service.adapters import make_adapter
 from tests.service.s3_server import S3Server, running_s3_server
 

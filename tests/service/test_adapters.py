@@ -12,9 +12,9 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save
 
-from model_owner_server.app.core.config import Settings
 from model_owner_server.app.main import create_app
 from model_owner_server.jobs.worker import Worker
+from model_owner_server.settings import Settings
 from tests.service.adapters import make_lora
 from tests.service.conftest import ADMIN, Headers, build, download, make_settings, new_owner, upload
 

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from model_owner_server.app.core.config import Settings
 from model_owner_server.db.engine import make_engine
 from model_owner_server.db.models import ApiKey
+from model_owner_server.settings import Settings
 from tests.service.conftest import ADMIN, Headers, auth
 
 ROUTES = [

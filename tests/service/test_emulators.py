@@ -10,11 +10,11 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_owner_server.app.core.config import Settings
 from model_owner_server.app.main import create_app
 from model_owner_server.db.engine import make_engine
 from model_owner_server.db.models import Job
 from model_owner_server.jobs.worker import Worker
+from model_owner_server.settings import Settings
 from tests.service.conftest import UNIFORM, Headers, build, new_owner
 
 

@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from model_owner_server.app.services.model_cache import LRUCache
+from model_owner_server.model_cache import LRUCache
 
 
 def test_concurrent_first_requests_build_once_and_size_is_bounded() -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from model_owner_server.app.core.config import Settings
 from model_owner_server.db.engine import make_engine
 from model_owner_server.db.models import Job
 from model_owner_server.jobs import queue
+from model_owner_server.settings import Settings
 from tests.service.conftest import ADMIN, UNIFORM, Headers
 
 

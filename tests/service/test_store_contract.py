@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from model_owner_server.app.core.config import Settings
+from model_owner_server.settings import Settings
 from model_owner_server.storage import s3
 from model_owner_server.storage.base import ArtifactStore, StoreError
 from model_owner_server.storage.factory import make_store

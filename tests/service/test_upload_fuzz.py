@@ -8,11 +8,11 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from model_owner_server.app.core.config import Settings
 from model_owner_server.bench.fuzz_seed import FULL_SPEC, LORA_SPEC, Seed, make_full_adapter, make_lora_files
 from model_owner_server.bench.upload_fuzz import run_cases
 from model_owner_server.bench.upload_mutations import SAFETENSORS_MUTATORS
 from model_owner_server.jobs.worker import Worker
+from model_owner_server.settings import Settings
 from tests.service.conftest import Headers, build
 
 

@@ -13,13 +13,13 @@ from safetensors import safe_open
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
 from data_owner_client.tuning.trainer import tune
-from model_owner_server.app.core.config import Settings
 from model_owner_server.base_models import load_base_model
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import Stage1Config, corpus_tag, profile_id
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.stage1 import base_profile_id, run_stage1
 from model_owner_server.plug_in import changes_outputs, check_adapter, plug_in
+from model_owner_server.settings import Settings
 from shared.adapter_format import ADAPTER_FILE
 from shared.artifacts import load_emulator
 from shared.blocks import find_block_stack

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 from transformers import PreTrainedModel
 
-from model_owner_server.app.core.config import Settings
 from model_owner_server.app.core.key_cache import KeyCache
 from model_owner_server.app.core.security import Principal
-from model_owner_server.app.services.model_cache import BaseModelCache, LRUCache
 from model_owner_server.db.engine import make_engine
+from model_owner_server.model_cache import BaseModelCache, LRUCache
+from model_owner_server.settings import Settings
 from model_owner_server.storage.base import ArtifactStore
 from model_owner_server.storage.factory import make_store
 

@@ -14,8 +14,8 @@ target_metadata = SQLModel.metadata
 def run() -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
-        from model_owner_server.app.core.config import get_settings
         from model_owner_server.db.engine import make_engine
+        from model_owner_server.settings import get_settings
 
         engine = make_engine(get_settings().db_url)
         with engine.begin() as conn:
