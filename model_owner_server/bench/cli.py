@@ -22,7 +22,7 @@ def bench_emulators(
     """Emulator perplexity (held-out calibration, KJV), size and build time: scaleot vs uniform vs full."""
     from model_owner_server import base_models
     from model_owner_server.bench import emulator_quality
-    from model_owner_server.cli import stage1_with_progress
+    from model_owner_server.cli_support import stage1_with_progress
     from model_owner_server.emulators.profile import Stage1Config
 
     config = Stage1Config() if stage1_steps is None else Stage1Config(steps=stage1_steps)
@@ -63,7 +63,7 @@ def bench_paper_table(
     from model_owner_server import base_models
     from model_owner_server.bench import options, paper_table
     from model_owner_server.bench.run_state import StateMismatchError
-    from model_owner_server.cli import fail, stage1_with_progress
+    from model_owner_server.cli_support import fail, stage1_with_progress
     from model_owner_server.emulators.profile import Stage1Config
 
     budget = paper_table.QUICK if quick else paper_table.STANDARD
@@ -118,7 +118,7 @@ def bench_frontier(
     from model_owner_server import base_models
     from model_owner_server.bench import frontier, frontier_report, options
     from model_owner_server.bench.run_state import StateMismatchError
-    from model_owner_server.cli import fail, stage1_with_progress
+    from model_owner_server.cli_support import fail, stage1_with_progress
     from model_owner_server.emulators.profile import Stage1Config
 
     budget = frontier.QUICK if quick else frontier.STANDARD
@@ -237,7 +237,7 @@ def bench_stage1_ddp(
 ) -> None:
     """Stage 1 under torchrun (DDP, gloo) vs one process: importance ranking agreement and time per step."""
     from model_owner_server.bench import stage1_ddp
-    from model_owner_server.cli import fail
+    from model_owner_server.cli_support import fail
     from model_owner_server.emulators.profile import Stage1Config
 
     values: dict[str, object] = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "seed": seed,
@@ -266,7 +266,7 @@ def bench_stage1_cost(
 ) -> None:
     """Stage-1 step time, memory and emulator size per model size and dtype (the numbers of deploy/README.md)."""
     from model_owner_server.bench import stage1_cost
-    from model_owner_server.cli import fail
+    from model_owner_server.cli_support import fail
     from shared.precision import PrecisionError, check_device, dtype_name, parse_dtype
 
     names = [s.strip() for s in shapes.split(",") if s.strip()]
@@ -299,7 +299,7 @@ def bench_dtype_parity(
 ) -> None:
     """Zero-shot and plug-in accuracy per dtype of the base model, emulator and generation (parity within 1 SE)."""
     from model_owner_server.bench import dtype_parity
-    from model_owner_server.cli import fail
+    from model_owner_server.cli_support import fail
     from shared.precision import PrecisionError, check_device, dtype_name, parse_dtype
 
     try:
@@ -325,7 +325,7 @@ def bench_stage1_ablation(
 ) -> None:
     """What each part of stage 1 buys: LayerDrop, regression harmonizers, block placement, RL vs its start."""
     from model_owner_server.bench import stage1_ablation
-    from model_owner_server.cli import fail
+    from model_owner_server.cli_support import fail
 
     try:
         parsed = [int(r) for r in ranks.split(",") if r.strip()]
@@ -351,7 +351,7 @@ def bench_src_refit(
 
     from model_owner_server.bench import src_refit
     from model_owner_server.bench.options import parse_floats
-    from model_owner_server.cli import fail
+    from model_owner_server.cli_support import fail
 
     try:
         parsed = list(parse_floats(betas, "--betas"))
@@ -382,7 +382,7 @@ def bench_jac_ab(
 
     from model_owner_server.bench import jac_ab
     from model_owner_server.bench.options import parse_floats
-    from model_owner_server.cli import fail
+    from model_owner_server.cli_support import fail
 
     try:
         parsed = list(parse_floats(weights, "--weights"))
