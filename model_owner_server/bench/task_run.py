@@ -11,8 +11,6 @@ zero-shot, emulator fine-tuned, plug-in). Learning rates come from the validatio
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,14 +129,7 @@ def _emulator_dir(base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfil
         log(f"reusing the distilled emulator {emulator_id} from {cached}")
         return cached, manifest
     log(f"distilling {emulator_id} (OT-KD; cached for the other tasks)")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{emulator_id}.", dir=cached.parent))
-    try:
-        manifest = build_emulator(base, spec, profile, staging)
-        shutil.rmtree(cached, ignore_errors=True)
-        staging.rename(cached)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    manifest = build_emulator(base, spec, profile, cached)  # written atomically: no half-built cache entry
     if manifest.distill is not None:
         log(f"distillation error {manifest.distill.error_before:.3f} -> {manifest.distill.error_after:.3f} "
             f"in {manifest.distill.seconds:.0f} s")
