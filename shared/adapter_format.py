@@ -53,10 +53,6 @@ class SafetensorsHeader:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def block_key(stack_path: str, index: int, rest: str) -> str:
-    return f"{stack_path}.{index}.{rest}"
-
-
 def remap_block_indices(keys_to_tensors: dict[str, torch.Tensor], stack_path: str,
                         mapping: dict[int, int]) -> dict[str, torch.Tensor]:
     """Rename `<stack_path>.<i>.` to `<stack_path>.<mapping[i]>.` in every key (others unchanged)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 
 
 class UnsupportedModelError(ValueError):
@@ -101,17 +101,6 @@ def attention_module(block: nn.Module) -> nn.Module:
     raise UnsupportedModelError(f"block {type(block).__name__} has no *Attention child module")
 
 
-def renumber_block(block: nn.Module, new_index: int) -> None:
-    """Point a block's KV-cache slot at its position in a (shorter) emulator stack.
-
-    Attention modules index the cache by `layer_idx`; an emulator with fewer blocks must renumber
-    them or forward with a cache and `generate` fail.
-    """
-    for module in block.modules():
-        if hasattr(module, "layer_idx"):
-            setattr(module, "layer_idx", new_index)  # noqa: B010 (typed as Tensor | Module)
-
-
 # Attribute names of the norm applied to a block's input, across families: Llama, Qwen2/3, Gemma 1-3,
 # Mistral, Phi, GPT-NeoX, Falcon, Bloom (input_layernorm); GPT-2, GPT-J, CodeGen (ln_1); OPT
 # (self_attn_layer_norm); Falcon's new decoder (ln_attn); MPT (norm_1).
@@ -150,7 +139,3 @@ def input_norm(block: nn.Module, hidden_size: int) -> nn.Module:
         "that hold their hidden-width norms as direct children (pre-norm Llama, Qwen, Gemma, GPT-2, OPT, ...; "
         "post-norm OLMo 2)"
     )
-
-
-def is_causal_lm(model: nn.Module) -> bool:
-    return isinstance(model, PreTrainedModel) and hasattr(model, "get_output_embeddings")

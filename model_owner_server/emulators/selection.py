@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 
 def round_half_up(x: float) -> int:
@@ -35,7 +34,3 @@ def least_important(middle: list[int], importance: list[float], n: int) -> list[
     """The n middle blocks with the lowest importance logits (ties broken by position)."""
     order = sorted(range(len(middle)), key=lambda i: (importance[i], i))
     return sorted(middle[i] for i in order[:n])
-
-
-def random_replaced(middle: list[int], n: int, seed: int) -> list[int]:
-    return sorted(random.Random(seed).sample(middle, n))
