@@ -56,7 +56,8 @@ PACKAGED: dict[str, PackagedModel] = {
 
 
 @dataclass
-class BaseModel:
+class LoadedBase:
+    """A base model loaded for the server: the transformers model, its tokenizer and the weights digest."""
     name: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -144,15 +145,15 @@ def _directory_digest(directory: Path) -> str:
     return str(json.loads(marker.read_text())["weights_sha256"]) if marker.is_file() else _hash_weights_dir(directory)
 
 
-def _load_dir(name: str, directory: Path, dtype: torch.dtype) -> BaseModel:
+def _load_dir(name: str, directory: Path, dtype: torch.dtype) -> LoadedBase:
     digest = _directory_digest(directory)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     find_block_stack(model)  # fail early with a clear error for an unsupported architecture
-    return BaseModel(name=name, model=model.eval(), tokenizer=tokenizer, weights_sha256=digest)
+    return LoadedBase(name=name, model=model.eval(), tokenizer=tokenizer, weights_sha256=digest)
 
 
-def load_base_model(name: str, dtype: torch.dtype = torch.float32) -> BaseModel:
+def load_base_model(name: str, dtype: torch.dtype = torch.float32) -> LoadedBase:
     """The base model with its weights in `dtype` (the digest is always that of the stored weights)."""
     if name in PACKAGED:
         return _load_dir(name, prepare(name), dtype)
@@ -160,7 +161,7 @@ def load_base_model(name: str, dtype: torch.dtype = torch.float32) -> BaseModel:
         model = tiny_model(name)
         digest = _hash_state(model)  # of the float32 weights, as for a directory's files
         torch.nn.Module.to(model, dtype)  # in place (transformers types `.to` narrowly)
-        return BaseModel(name=name, model=model, tokenizer=byte_tokenizer(), weights_sha256=digest)
+        return LoadedBase(name=name, model=model, tokenizer=byte_tokenizer(), weights_sha256=digest)
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         return _load_dir(str(path.resolve()), path, dtype)

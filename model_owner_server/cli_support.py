@@ -56,7 +56,7 @@ def _stage1_columns() -> tuple[ProgressColumn, ...]:
     )
 
 
-def stage1_with_progress(base: base_models.BaseModel, config: Stage1Config) -> ImportanceProfile:
+def stage1_with_progress(base: base_models.LoadedBase, config: Stage1Config) -> ImportanceProfile:
     from model_owner_server.emulators.profile import find_profile
     from model_owner_server.emulators.stage1 import base_profile_id, ensure_profile
 

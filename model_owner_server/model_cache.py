@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 import torch
 
-from model_owner_server.base_models import BaseModel, load_base_model
+from model_owner_server.base_models import LoadedBase, load_base_model
 
 V = TypeVar("V")
 
@@ -63,8 +63,8 @@ class BaseModelCache:
     """Loaded base models by name (the registry's `load_base_model`, cached), in the service's dtype."""
 
     def __init__(self, size: int, dtype: torch.dtype = torch.float32) -> None:
-        self._cache: LRUCache[BaseModel] = LRUCache(size)
+        self._cache: LRUCache[LoadedBase] = LRUCache(size)
         self.dtype = dtype
 
-    def get(self, name: str) -> BaseModel:
+    def get(self, name: str) -> LoadedBase:
         return self._cache.get_or_build(name, lambda: load_base_model(name, self.dtype))

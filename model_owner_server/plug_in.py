@@ -16,7 +16,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from shared.adapter_format import (
     ADAPTER_FILE,
     PEFT_CONFIG,
@@ -40,12 +40,12 @@ class CheckedAdapter:
     lora_config: dict[str, object] | None = None
 
 
-def expected_full_tensors(base: BaseModel, manifest: EmulatorManifest) -> dict[str, TensorInfo]:
+def expected_full_tensors(base: LoadedBase, manifest: EmulatorManifest) -> dict[str, TensorInfo]:
     stack = find_block_stack(base.model)
     return expected_adapter_tensors(base.model.state_dict(), stack.path, manifest.adapter_indices())
 
 
-def expected_lora_tensors(base: BaseModel, manifest: EmulatorManifest, config: dict[str, object]
+def expected_lora_tensors(base: LoadedBase, manifest: EmulatorManifest, config: dict[str, object]
                           ) -> tuple[dict[str, TensorInfo], list[str]]:
     """LoRA A/B tensors PEFT would create for this config on the adapter blocks, plus config problems."""
     problems: list[str] = []
@@ -81,7 +81,7 @@ def expected_lora_tensors(base: BaseModel, manifest: EmulatorManifest, config: d
     return expected, problems
 
 
-def check_adapter(directory: Path, base: BaseModel, manifest: EmulatorManifest) -> CheckedAdapter:
+def check_adapter(directory: Path, base: LoadedBase, manifest: EmulatorManifest) -> CheckedAdapter:
     """Validate an adapter directory (full-block safetensors or PEFT LoRA) against the emulator."""
     if (directory / ADAPTER_FILE).is_file():
         state = load_checked(directory / ADAPTER_FILE, expected_full_tensors(base, manifest))
@@ -105,7 +105,7 @@ def check_adapter(directory: Path, base: BaseModel, manifest: EmulatorManifest) 
     raise AdapterError([f"{directory}: no {ADAPTER_FILE} and no PEFT pair {PEFT_CONFIG} + {PEFT_WEIGHTS}"])
 
 
-def plug_in(base: BaseModel, adapter: CheckedAdapter) -> PreTrainedModel:
+def plug_in(base: LoadedBase, adapter: CheckedAdapter) -> PreTrainedModel:
     """A copy of the full model with the adapter blocks replaced (LoRA merged), original middle intact."""
     model = copy.deepcopy(base.model)
     if adapter.kind == "full":

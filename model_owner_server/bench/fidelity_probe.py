@@ -13,7 +13,7 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from shared.data_formats import TrainExample
 from shared.manifest import EmulatorManifest
 
@@ -34,7 +34,7 @@ def _provider() -> Any | None:
     return None
 
 
-def measure_fidelity(base: BaseModel, emulator: PreTrainedModel, manifest: EmulatorManifest,
+def measure_fidelity(base: LoadedBase, emulator: PreTrainedModel, manifest: EmulatorManifest,
                      train: list[TrainExample], n_batches: int) -> dict[str, Any] | None:
     """FidelityReport as JSON (`grad_cosine` keys are full-model block indices, as strings), or None."""
     function = _provider()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from data_owner_client.tuning.config import TuningConfig
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.bench import frontier_report, paper_table
 from model_owner_server.bench.recommend import NoRecommendationError, recommended_point
 from model_owner_server.bench.task_run import Budget, Log, Variant
@@ -79,7 +79,7 @@ def frontier_result(raw: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], alphas: Sequence[float],
+def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], alphas: Sequence[float],
         betas: Sequence[float], budget: Budget, out_dir: Path, label: str, restart: bool = False,
         load_task: paper_table.TaskLoader = load_mc_task, log: Log | None = None) -> dict[str, Any]:
     raw = paper_table.run(base, profile, tasks, grid_variants(alphas, betas), budget, out_dir, label,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from data_owner_client.tuning.config import TuningConfig
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.bench import paper_report
 from model_owner_server.bench.records import TaskResult
 from model_owner_server.bench.run_state import open_state, save_state
@@ -67,7 +67,7 @@ def state_path(out_dir: Path, label: str, prefix: str = "paper-table") -> Path:
     return out_dir / f".{prefix}-{label}.state.json"
 
 
-def run_config(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants: list[Variant],
+def run_config(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants: list[Variant],
                budget: Budget) -> dict[str, Any]:
     """What a run's results depend on. All but the variants bind the state file (its fingerprint); a
     finished task's rows follow the variants of the run that resumes it (`_refresh_rows`)."""
@@ -81,7 +81,7 @@ def budget_json(budget: Budget) -> dict[str, Any]:
             "fidelity_batches": budget.fidelity_batches, "tuning": budget.tuning.model_dump()}
 
 
-def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants: list[Variant], budget: Budget,
+def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants: list[Variant], budget: Budget,
         out_dir: Path, label: str, restart: bool = False, load_task: TaskLoader = load_mc_task,
         log: Log = _log, prefix: str = "paper-table") -> dict[str, Any]:
     """Files: `<out_dir>/<prefix>-<label>.{json,md,png}`, state `<out_dir>/.<prefix>-<label>.state.json`."""
@@ -116,7 +116,7 @@ def run(base: BaseModel, profile: ImportanceProfile, tasks: list[str], variants:
     return result
 
 
-def _refresh_rows(base: BaseModel, profile: ImportanceProfile, task: str, result: TaskResult,
+def _refresh_rows(base: LoadedBase, profile: ImportanceProfile, task: str, result: TaskResult,
                   variants: list[Variant], budget: Budget, workdir: Path, load_task: TaskLoader, log: Log) -> bool:
     """Bring a finished task's rows to this run's variants, in its order: a variant added since (e.g. the
     OT-KD row) is run, and one whose stored emulator is not what the current code builds (e.g. SRC
@@ -139,7 +139,7 @@ def _refresh_rows(base: BaseModel, profile: ImportanceProfile, task: str, result
     return bool(todo) or [row.variant for row in result.rows] != rows_before
 
 
-def _write(base: BaseModel, profile: ImportanceProfile, tasks: dict[str, Any], budget: Budget,
+def _write(base: LoadedBase, profile: ImportanceProfile, tasks: dict[str, Any], budget: Budget,
            stem: Path) -> dict[str, Any]:
     finished = list(tasks.values())
     result = {

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model_owner_server.base_models import BaseModel, load_base_model
+from model_owner_server.base_models import LoadedBase, load_base_model
 from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import generate_emulator
 from model_owner_server.emulators.calibration import block_influence, capture_middle, sample_sequences
@@ -39,7 +39,7 @@ from shared.perplexity import perplexity
 ALPHAS = (0.25, 0.5, 0.75)
 
 
-def _swapped_ppl(base: BaseModel, replaced: set[int], harmonizers: dict[int, Harmonizer] | None,
+def _swapped_ppl(base: LoadedBase, replaced: set[int], harmonizers: dict[int, Harmonizer] | None,
                  windows: torch.Tensor) -> float:
     stack = find_block_stack(base.model)
     if harmonizers is None:
@@ -53,7 +53,7 @@ def _swapped_ppl(base: BaseModel, replaced: set[int], harmonizers: dict[int, Har
         set_block_stack(base.model, stack.path, stack.blocks)
 
 
-def training_free_rows(base: BaseModel, config: Stage1Config, ranks: list[int], windows: torch.Tensor,
+def training_free_rows(base: LoadedBase, config: Stage1Config, ranks: list[int], windows: torch.Tensor,
                        log: Any) -> list[dict[str, Any]]:
     middle = middle_indices(base.num_layers, config.adapter_bottom, config.adapter_top)
     stream = token_stream(base, calibration_split()[0])
@@ -85,7 +85,7 @@ def training_free_rows(base: BaseModel, config: Stage1Config, ranks: list[int], 
     return rows
 
 
-def profile_rows(base: BaseModel, profile: ImportanceProfile, windows: torch.Tensor, log: Any) -> list[dict[str, Any]]:
+def profile_rows(base: LoadedBase, profile: ImportanceProfile, windows: torch.Tensor, log: Any) -> list[dict[str, Any]]:
     assert profile.meta.init is not None
     start = ImportanceProfile(profile.meta.model_copy(update={"importance": profile.meta.init.importance}),
                               profile.harmonizers)

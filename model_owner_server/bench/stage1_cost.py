@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from model_owner_server.base_models import BaseModel, load_base_model, prepare
+from model_owner_server.base_models import LoadedBase, load_base_model, prepare
 from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import Stage1Config, profile_dir
@@ -48,7 +48,7 @@ SHAPES: dict[str, dict[str, int]] = {  # SmolLM2 family configurations (HF model
 SHORT_INIT = {"fit_sequences": 8, "fit_steps": 20}  # untimed; the default (96, 300) only makes runs longer
 
 
-def shaped_model(name: str, dtype: torch.dtype = torch.float32) -> BaseModel:
+def shaped_model(name: str, dtype: torch.dtype = torch.float32) -> LoadedBase:
     """A random-weight model of a larger SmolLM2 shape, with the real model's tokenizer and vocabulary,
     built directly in `dtype` (no float32 copy on the way)."""
     directory = prepare(REAL)
@@ -57,7 +57,7 @@ def shaped_model(name: str, dtype: torch.dtype = torch.float32) -> BaseModel:
         setattr(config, key, value)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
-    return BaseModel(name=name, model=model, tokenizer=AutoTokenizer.from_pretrained(directory),
+    return LoadedBase(name=name, model=model, tokenizer=AutoTokenizer.from_pretrained(directory),
                      weights_sha256=f"random-{name}")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.bench.fidelity_probe import measure_fidelity
 from model_owner_server.bench.full_tuning import tuned_copy
 from model_owner_server.bench.records import Cell, TaskResult, VariantRow
@@ -72,7 +72,7 @@ def prefixed(log: Log, prefix: str) -> Log:
     return lambda message: log(f"{prefix}: {message}")
 
 
-def adapter_blocks(base: BaseModel, profile: ImportanceProfile) -> list[int]:
+def adapter_blocks(base: LoadedBase, profile: ImportanceProfile) -> list[int]:
     cfg = profile.meta.config
     return list(range(cfg.adapter_bottom)) + list(range(base.num_layers - cfg.adapter_top, base.num_layers))
 
@@ -88,7 +88,7 @@ def split(data: TaskData[MCExample], budget: Budget) -> tuple[list[TrainExample]
     return train, data.validation[: budget.n_valid], test
 
 
-def _reference_rows(base: BaseModel, blocks: list[int], train: list[TrainExample], test: list[MCExample],
+def _reference_rows(base: LoadedBase, blocks: list[int], train: list[TrainExample], test: list[MCExample],
                     budget: Budget, lrs: dict[str, LrChoice], log: Log) -> dict[str, tuple[Cell, list[Score]]]:
     rows: dict[str, tuple[Cell, list[Score]]] = {}
     for kind, row in (("adapter", "adapter_tuning_full_model"), ("full_parameter", "full_parameter_fine_tuning")):
@@ -107,7 +107,7 @@ def _reference_rows(base: BaseModel, blocks: list[int], train: list[TrainExample
     return rows
 
 
-def variant_spec(base: BaseModel, profile: ImportanceProfile, variant: Variant) -> EmulatorSpec:
+def variant_spec(base: LoadedBase, profile: ImportanceProfile, variant: Variant) -> EmulatorSpec:
     cfg = profile.meta.config
     distill = variant.method == "ot-kd"
     return EmulatorSpec(base_model=base.name, method="uniform" if distill else variant.method, alpha=variant.alpha,
@@ -115,7 +115,7 @@ def variant_spec(base: BaseModel, profile: ImportanceProfile, variant: Variant) 
                         options=EmulatorOptions(distill=distill))
 
 
-def _emulator_dir(base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile, workdir: Path,
+def _emulator_dir(base: LoadedBase, spec: EmulatorSpec, profile: ImportanceProfile, workdir: Path,
                   log: Log) -> tuple[Path, EmulatorManifest]:
     """Build the variant's emulator under `workdir`; a distilled one (minutes of training, the same for
     every task) is kept in the cache by its id and reused while its files verify."""
@@ -136,13 +136,13 @@ def _emulator_dir(base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfil
     return cached, manifest
 
 
-def expected_emulator_id(base: BaseModel, profile: ImportanceProfile, variant: Variant) -> str:
+def expected_emulator_id(base: LoadedBase, profile: ImportanceProfile, variant: Variant) -> str:
     """The id the current code would build for `variant` (cheap: nothing is built)."""
     spec = variant_spec(base, profile, variant)
     return spec.emulator_id(base.weights_sha256, profile.meta.profile_id if spec.uses_profile else None, base.dtype)
 
 
-def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, train: list[TrainExample],
+def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant, train: list[TrainExample],
                  test: list[MCExample], budget: Budget, lr: float, known: dict[str, Score], upper: list[Score],
                  workdir: Path, task: str, log: Log) -> VariantRow:
     started = time.perf_counter()
@@ -176,7 +176,7 @@ def _variant_row(base: BaseModel, profile: ImportanceProfile, variant: Variant, 
     return row
 
 
-def run_task(base: BaseModel, profile: ImportanceProfile, data: TaskData[MCExample], variants: list[Variant],
+def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], variants: list[Variant],
              budget: Budget, workdir: Path, log: Log = lambda _: None,
              lrs: dict[str, LrChoice] | None = None) -> TaskResult:
     """All rows of one task. `lrs`: learning rates already chosen for this task (else chosen here).
@@ -215,7 +215,7 @@ def _score(cell: Cell, seed_index: int) -> Score:
     return Score(metric="acc", value=cell.acc[seed_index], n=len(correct), correct=correct)
 
 
-def rerun_variant(base: BaseModel, profile: ImportanceProfile, data: TaskData[MCExample], result: TaskResult,
+def rerun_variant(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], result: TaskResult,
                   variant: Variant, budget: Budget, workdir: Path, log: Log = lambda _: None) -> VariantRow:
     """One variant's row of a finished task again (its emulator changed since, e.g. a new build step),
     against the task's stored reference rows, learning rate and test items: nothing else re-runs."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.distill import DistillSettings, distill_kept_blocks
 from model_owner_server.emulators.profile import CALIBRATION_CORPUS, ImportanceProfile
 from model_owner_server.emulators.selection import (
@@ -121,7 +121,7 @@ def _block_state(
 
 
 def generate_emulator(
-    base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile | None, seed: int = DEFAULT_SEED,
+    base: LoadedBase, spec: EmulatorSpec, profile: ImportanceProfile | None, seed: int = DEFAULT_SEED,
     on_progress: RefitProgress | None = None, refit_settings: RefitSettings | None = None,
     distill_settings: DistillSettings | None = None,
 ) -> tuple[PreTrainedModel, EmulatorManifest]:
@@ -184,7 +184,7 @@ def generate_emulator(
 
 
 def build_emulator(
-    base: BaseModel, spec: EmulatorSpec, profile: ImportanceProfile | None, out_dir: Path,
+    base: LoadedBase, spec: EmulatorSpec, profile: ImportanceProfile | None, out_dir: Path,
     on_progress: RefitProgress | None = None,
 ) -> EmulatorManifest:
     emulator, manifest = generate_emulator(base, spec, profile, on_progress=on_progress)

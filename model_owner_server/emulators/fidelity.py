@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from data_owner_client.tuning.batches import batches, encode
-from model_owner_server.base_models import BaseModel as LoadedModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.calibration import ordinary_tokens, relative_error
 from shared.blocks import find_block_stack
 from shared.corpora import calibration_split
@@ -124,7 +124,7 @@ def held_out_windows(tokenizer: Any, window: int = 256, n_windows: int = 24) -> 
     return fixed_windows(tokenizer, calibration_split()[1], window, n_windows)
 
 
-def emulator_fidelity(base: LoadedModel, emulator: PreTrainedModel, manifest: EmulatorManifest,
+def emulator_fidelity(base: LoadedBase, emulator: PreTrainedModel, manifest: EmulatorManifest,
                       train_examples: list[TrainExample], n_batches: int = 4) -> FidelityReport:
     windows = held_out_windows(base.tokenizer)
     data = task_batches(base.tokenizer, train_examples, n_batches)

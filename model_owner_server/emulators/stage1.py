@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.calibration import ordinary_tokens, relative_error, sample_sequences
 from model_owner_server.emulators.checkpoint import Stage1Checkpoint
 from model_owner_server.emulators.distributed import Collective
@@ -99,7 +99,7 @@ class SwitchBlock(nn.Module):
 class MixedNetwork:
     """The base model with switchable middle blocks, plus the two losses of stage 1."""
 
-    def __init__(self, base: BaseModel, config: Stage1Config, harmonizers: dict[int, Harmonizer],
+    def __init__(self, base: LoadedBase, config: Stage1Config, harmonizers: dict[int, Harmonizer],
                  comm: Collective | None = None) -> None:
         self.model = base.model
         self.config = config
@@ -184,13 +184,13 @@ class MixedNetwork:
         return losses
 
 
-def base_profile_id(base: BaseModel, config: Stage1Config, texts: list[str] | None = None) -> str:
+def base_profile_id(base: LoadedBase, config: Stage1Config, texts: list[str] | None = None) -> str:
     """The profile id of stage 1 on this loaded base: its weights, its dtype, and the calibration text
     (None: the built-in corpus). Every lookup, lock and checkpoint of a profile goes through it."""
     return profile_id(base.weights_sha256, config, corpus_tag(texts), base.dtype)
 
 
-def token_stream(base: BaseModel, texts: list[str]) -> torch.Tensor:
+def token_stream(base: LoadedBase, texts: list[str]) -> torch.Tensor:
     eos = base.tokenizer.eos_token_id
     ids: list[int] = []
     for text in texts:
@@ -200,7 +200,7 @@ def token_stream(base: BaseModel, texts: list[str]) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def new_harmonizers(base: BaseModel, config: Stage1Config, middle: list[int]) -> dict[int, Harmonizer]:
+def new_harmonizers(base: LoadedBase, config: Stage1Config, middle: list[int]) -> dict[int, Harmonizer]:
     """Float32 harmonizers whatever the base's dtype (fp32 master weights; `fp32_master` casts at their
     boundary), initialised the same way over a float32 or a half-precision base."""
     torch.manual_seed(config.seed)
@@ -214,7 +214,7 @@ def new_harmonizers(base: BaseModel, config: Stage1Config, middle: list[int]) ->
 
 
 def run_stage1(
-    base: BaseModel,
+    base: LoadedBase,
     config: Stage1Config,
     texts: list[str] | None = None,
     on_progress: ProgressFn | None = None,
@@ -333,7 +333,7 @@ def run_stage1(
 
 
 def ensure_profile(
-    base: BaseModel,
+    base: LoadedBase,
     config: Stage1Config,
     texts: list[str] | None = None,
     on_progress: ProgressFn | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.calibration import block_influence, capture_middle, sample_sequences
 from model_owner_server.emulators.harmonizer_fit import fit_all
 from model_owner_server.emulators.policy import scores_from_errors
@@ -22,7 +22,7 @@ from shared.harmonizer import Harmonizer
 HELD_OUT_SEQUENCES = 16
 
 
-def initialise(base: BaseModel, config: Stage1Config, middle: list[int], harmonizers: dict[int, Harmonizer],
+def initialise(base: LoadedBase, config: Stage1Config, middle: list[int], harmonizers: dict[int, Harmonizer],
                fit_stream: torch.Tensor, held_stream: torch.Tensor) -> Stage1Init:
     """Fit `harmonizers` in place (when config.fit_sequences > 0) and return the initial importance."""
     generator = torch.Generator().manual_seed(config.seed + 7919)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from transformers import PreTrainedModel
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.evaluation.matrix import EvaluationMatrix, Score, score_model
 from model_owner_server.plug_in import CheckedAdapter, changes_outputs, emulator_with_adapter, plug_in
 from shared.data_formats import MCExample, TrainExample
@@ -16,7 +16,7 @@ RowProgress = Callable[[str, int, int], None]  # (row, done, total)
 
 
 def evaluate_adapter(
-    base: BaseModel,
+    base: LoadedBase,
     emulator: PreTrainedModel,
     manifest: EmulatorManifest,
     adapter: CheckedAdapter,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.db.models import Emulator
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import (
@@ -34,7 +34,7 @@ log = logging.getLogger("scaleot.worker")
 STAGE1_SHARE = 0.9  # of the progress bar, when stage 1 runs
 
 
-def profile_resuming(base: BaseModel, config: Stage1Config, on_step: ProgressFn, ctx: JobContext
+def profile_resuming(base: LoadedBase, config: Stage1Config, on_step: ProgressFn, ctx: JobContext
                      ) -> ImportanceProfile:
     """ensure_profile, resuming a stage-1 checkpoint left by a stopped or crashed attempt; a checkpoint
     that cannot be restored (stale format, or the restore bug reported with this service) is
@@ -52,7 +52,7 @@ def profile_resuming(base: BaseModel, config: Stage1Config, on_step: ProgressFn,
         return ensure_profile(base, config, on_progress=on_step, should_stop=ctx.should_stop)
 
 
-def profile_multiprocess(base: BaseModel, config: Stage1Config, on_step: ProgressFn, ctx: JobContext,
+def profile_multiprocess(base: LoadedBase, config: Stage1Config, on_step: ProgressFn, ctx: JobContext,
                          settings: Settings) -> ImportanceProfile:
     """Stage 1 on `stage1_nproc` processes (torchrun subprocess, DDP): progress from its progress file, a
     cancellation or shutdown stops it gracefully (rank 0 checkpoints; the next attempt resumes)."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from model_owner_server.base_models import BaseModel, BaseModelError, load_base_model
+from model_owner_server.base_models import BaseModelError, LoadedBase, load_base_model
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> BaseModel:
+def smollm2() -> LoadedBase:
     try:
         return load_base_model("smollm2-135m")
     except BaseModelError as exc:

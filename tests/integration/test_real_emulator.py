@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import Stage1Config
 from model_owner_server.emulators.spec import EmulatorSpec
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
-def windows(smollm2: BaseModel) -> dict[str, torch.Tensor]:
+def windows(smollm2: LoadedBase) -> dict[str, torch.Tensor]:
     try:
         held_out = calibration_split()[1]
         kjv = kjv_text()
@@ -34,7 +34,7 @@ def windows(smollm2: BaseModel) -> dict[str, torch.Tensor]:
     }
 
 
-def test_real_model_structure_and_full_perplexity(smollm2: BaseModel, windows: dict[str, torch.Tensor]) -> None:
+def test_real_model_structure_and_full_perplexity(smollm2: LoadedBase, windows: dict[str, torch.Tensor]) -> None:
     assert smollm2.num_layers == 30
     assert sum(p.numel() for p in smollm2.model.parameters()) == pytest.approx(134.5e6, rel=0.01)
     for name, w in windows.items():
@@ -42,7 +42,7 @@ def test_real_model_structure_and_full_perplexity(smollm2: BaseModel, windows: d
 
 
 def test_stage1_and_emulators_on_the_real_model(
-    smollm2: BaseModel, windows: dict[str, torch.Tensor], tmp_path: Path
+    smollm2: LoadedBase, windows: dict[str, torch.Tensor], tmp_path: Path
 ) -> None:
     config = Stage1Config(steps=3, batch_size=2, seq_len=64, checkpoint_every=10, fit_sequences=16, fit_steps=30)
     profile = run_stage1(smollm2, config)

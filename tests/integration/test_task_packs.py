@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from shared.assets import AssetError
 from shared.data_formats import MCExample, TrainExample
 from shared.scoring import continuation_pair, score_multiple_choice
@@ -72,7 +72,7 @@ def test_training_rows_follow_the_scoring_convention() -> None:
         assert row.target == " " + example.choices[example.label]
 
 
-def test_smollm2_is_above_chance_on_goal_inference(smollm2: BaseModel) -> None:
+def test_smollm2_is_above_chance_on_goal_inference(smollm2: LoadedBase) -> None:
     try:
         data = load_mc_task("goal_step_wikihow_goal")
     except AssetError as exc:

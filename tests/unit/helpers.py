@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from model_owner_server.base_models import BaseModel, load_base_model
+from model_owner_server.base_models import LoadedBase, load_base_model
 from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config
 from model_owner_server.emulators.stage1 import run_stage1
 
@@ -27,6 +27,6 @@ def tiny_config(**overrides: object) -> Stage1Config:
     return Stage1Config.model_validate(values)
 
 
-def tiny_profile(name: str = "tiny-llama", **overrides: object) -> tuple[BaseModel, ImportanceProfile]:
+def tiny_profile(name: str = "tiny-llama", **overrides: object) -> tuple[LoadedBase, ImportanceProfile]:
     base = load_base_model(name)
     return base, run_stage1(base, tiny_config(**overrides), texts=TEXTS)

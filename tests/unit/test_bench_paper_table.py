@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.bench import paper_table, task_run, tuning_select
 from model_owner_server.bench.records import Cell, TaskResult, VariantRow
 from model_owner_server.bench.run_state import StateMismatchError
@@ -28,7 +28,7 @@ VARIANTS = [Variant("uniform", 0.0, 0.5), Variant("scaleot", 0.5, 0.5)]
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[BaseModel, ImportanceProfile]:
+def tiny() -> tuple[LoadedBase, ImportanceProfile]:
     return tiny_profile()
 
 
@@ -39,7 +39,7 @@ def test_pick_best_prefers_accuracy_then_the_smaller_rate() -> None:
         tuning_select.pick_best({})
 
 
-def test_lr_selection_scores_the_validation_split_only(tiny: tuple[BaseModel, ImportanceProfile],
+def test_lr_selection_scores_the_validation_split_only(tiny: tuple[LoadedBase, ImportanceProfile],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     base, profile = tiny
     data = toy_task()
@@ -103,13 +103,13 @@ def test_summary_has_the_promised_shape_and_known_means() -> None:
     json.dumps(summary)  # plain JSON
 
 
-def _run(tiny: tuple[BaseModel, ImportanceProfile], out: Path, tasks: list[str], **kwargs: Any) -> dict[str, Any]:
+def _run(tiny: tuple[LoadedBase, ImportanceProfile], out: Path, tasks: list[str], **kwargs: Any) -> dict[str, Any]:
     base, profile = tiny
     return paper_table.run(base, profile, tasks, VARIANTS, kwargs.pop("budget", toy_budget()), out, "t",
                            log=lambda _: None, **kwargs)
 
 
-def test_run_writes_results_and_resumes_task_by_task(tiny: tuple[BaseModel, ImportanceProfile], tmp_path: Path,
+def test_run_writes_results_and_resumes_task_by_task(tiny: tuple[LoadedBase, ImportanceProfile], tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     loaded: list[str] = []
 
@@ -127,7 +127,7 @@ def test_run_writes_results_and_resumes_task_by_task(tiny: tuple[BaseModel, Impo
     ran: list[str] = []
     real_run_task = paper_table.run_task
 
-    def counting(base: BaseModel, profile: ImportanceProfile, data: TaskData[MCExample], *args: Any,
+    def counting(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], *args: Any,
                  **kwargs: Any) -> TaskResult:
         ran.append(data.spec.name)
         return real_run_task(base, profile, data, *args, **kwargs)
@@ -153,7 +153,7 @@ def test_run_writes_results_and_resumes_task_by_task(tiny: tuple[BaseModel, Impo
     assert ran == []  # everything finished: nothing to do
 
 
-def test_a_changed_configuration_does_not_mix_with_saved_results(tiny: tuple[BaseModel, ImportanceProfile],
+def test_a_changed_configuration_does_not_mix_with_saved_results(tiny: tuple[LoadedBase, ImportanceProfile],
                                                                  tmp_path: Path) -> None:
     budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
     _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
@@ -166,7 +166,7 @@ def test_a_changed_configuration_does_not_mix_with_saved_results(tiny: tuple[Bas
     assert result["summary"][0]["utility_gap_full_parameter"] is None
 
 
-def test_quick_shaped_run_is_fast(tiny: tuple[BaseModel, ImportanceProfile], tmp_path: Path) -> None:
+def test_quick_shaped_run_is_fast(tiny: tuple[LoadedBase, ImportanceProfile], tmp_path: Path) -> None:
     """The QUICK budget's shape (two seeds, a 2-rate grid, full-parameter row) end to end on tiny-llama
     (about 8 s on an idle 2-core CPU; wall time is not asserted, the machine may be shared)."""
     quick = replace(paper_table.QUICK, n_train=8, n_valid=4, n_test=6, fidelity_batches=0,
@@ -177,7 +177,7 @@ def test_quick_shaped_run_is_fast(tiny: tuple[BaseModel, ImportanceProfile], tmp
 
 
 def test_a_finished_task_reruns_only_the_rows_whose_emulator_changed(
-        tiny: tuple[BaseModel, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny: tuple[LoadedBase, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
     first = _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
     state_file = paper_table.state_path(tmp_path, "t")
@@ -210,7 +210,7 @@ def test_a_finished_task_reruns_only_the_rows_whose_emulator_changed(
 
 
 def test_a_variant_added_later_runs_on_finished_tasks_and_one_left_out_is_kept(
-        tiny: tuple[BaseModel, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny: tuple[LoadedBase, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import model_owner_server.emulators.distill as distill
 
     fast = distill.DistillSettings(steps=4, batch_size=2, seq_len=32, check_sequences=2)

@@ -12,7 +12,7 @@ from peft import PeftModel
 
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
-from model_owner_server.base_models import BaseModel, load_base_model
+from model_owner_server.base_models import LoadedBase, load_base_model
 from model_owner_server.emulators.build import build_emulator, generate_emulator
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.emulators.spec import EmulatorSpec
@@ -47,16 +47,16 @@ EXPECTED_KINDS = {
 
 
 @pytest.fixture(scope="module", params=QK_NORM_FAMILIES)
-def stage1(request: pytest.FixtureRequest) -> tuple[BaseModel, ImportanceProfile]:
+def stage1(request: pytest.FixtureRequest) -> tuple[LoadedBase, ImportanceProfile]:
     return tiny_profile(str(request.param))
 
 
-def _spec(base: BaseModel, variant: str) -> EmulatorSpec:
+def _spec(base: LoadedBase, variant: str) -> EmulatorSpec:
     return EmulatorSpec.model_validate({"base_model": base.name, "alpha": 0.5, "adapter_bottom": 1,
                                         "adapter_top": 1, **VARIANTS[variant]})
 
 
-def test_stage1_trains_hidden_width_harmonizers(stage1: tuple[BaseModel, ImportanceProfile]) -> None:
+def test_stage1_trains_hidden_width_harmonizers(stage1: tuple[LoadedBase, ImportanceProfile]) -> None:
     _, profile = stage1
     for full_index in profile.meta.middle:
         state = profile.harmonizer_state(full_index)
@@ -65,7 +65,7 @@ def test_stage1_trains_hidden_width_harmonizers(stage1: tuple[BaseModel, Importa
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_emulator_builds_loads_and_generates_with_the_cache(stage1: tuple[BaseModel, ImportanceProfile],
+def test_emulator_builds_loads_and_generates_with_the_cache(stage1: tuple[LoadedBase, ImportanceProfile],
                                                             variant: str, tmp_path: Path) -> None:
     base, profile = stage1
     spec = _spec(base, variant)
@@ -87,7 +87,7 @@ def test_emulator_builds_loads_and_generates_with_the_cache(stage1: tuple[BaseMo
     assert torch.equal(cached, uncached)
 
 
-def test_full_and_lora_tuning_plug_in_and_scoring(stage1: tuple[BaseModel, ImportanceProfile],
+def test_full_and_lora_tuning_plug_in_and_scoring(stage1: tuple[LoadedBase, ImportanceProfile],
                                                   tmp_path: Path) -> None:
     base, profile = stage1
     manifest = build_emulator(base, _spec(base, "scaleot+src"), profile, tmp_path / "emu")

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
-from model_owner_server.base_models import BaseModel, load_base_model
+from model_owner_server.base_models import LoadedBase, load_base_model
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.plug_in import changes_outputs, check_adapter, emulator_with_adapter, plug_in
@@ -23,7 +23,7 @@ CONFIG = TuningConfig(epochs=1, lr=3e-3, batch_size=8, max_len=32, warmup_ratio=
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[BaseModel, EmulatorManifest, Path, Path]:
+def setup(tmp_path: Path) -> tuple[LoadedBase, EmulatorManifest, Path, Path]:
     base = load_base_model("tiny-gpt2")
     spec = EmulatorSpec(base_model="tiny-gpt2", method="uniform", alpha=0.5, beta=0.5, adapter_bottom=1,
                         adapter_top=1)
@@ -32,7 +32,7 @@ def setup(tmp_path: Path) -> tuple[BaseModel, EmulatorManifest, Path, Path]:
     return base, manifest, tmp_path / "emu", tmp_path / "adapter"
 
 
-def test_plug_in_replaces_only_adapter_blocks(setup: tuple[BaseModel, EmulatorManifest, Path, Path]) -> None:
+def test_plug_in_replaces_only_adapter_blocks(setup: tuple[LoadedBase, EmulatorManifest, Path, Path]) -> None:
     base, manifest, _, adapter_dir = setup
     adapter = check_adapter(adapter_dir, base, manifest)
     plugged = plug_in(base, adapter)
@@ -46,7 +46,7 @@ def test_plug_in_replaces_only_adapter_blocks(setup: tuple[BaseModel, EmulatorMa
     assert changes_outputs(base.model, plugged, base.tokenizer)
 
 
-def test_emulator_with_adapter_equals_the_tuned_emulator(setup: tuple[BaseModel, EmulatorManifest, Path, Path],
+def test_emulator_with_adapter_equals_the_tuned_emulator(setup: tuple[LoadedBase, EmulatorManifest, Path, Path],
                                                           ) -> None:
     base, manifest, emu_dir, adapter_dir = setup
     emulator, tok, _ = load_emulator(emu_dir)
@@ -68,7 +68,7 @@ def _rewrite(adapter_dir: Path, change: dict[str, torch.Tensor], drop: list[str]
     save_file(state, adapter_dir / ADAPTER_FILE)
 
 
-def test_every_problem_is_listed_at_once(setup: tuple[BaseModel, EmulatorManifest, Path, Path]) -> None:
+def test_every_problem_is_listed_at_once(setup: tuple[LoadedBase, EmulatorManifest, Path, Path]) -> None:
     base, manifest, _, adapter_dir = setup
     state = load_file(adapter_dir / ADAPTER_FILE)
     some, other = sorted(state)[:2]
@@ -84,7 +84,7 @@ def test_every_problem_is_listed_at_once(setup: tuple[BaseModel, EmulatorManifes
 
 
 def test_non_finite_truncated_and_pickled_files_are_rejected(
-    setup: tuple[BaseModel, EmulatorManifest, Path, Path],
+    setup: tuple[LoadedBase, EmulatorManifest, Path, Path],
 ) -> None:
     base, manifest, _, adapter_dir = setup
     key = sorted(load_file(adapter_dir / ADAPTER_FILE))[0]
@@ -106,7 +106,7 @@ def test_non_finite_truncated_and_pickled_files_are_rejected(
         check_adapter(adapter_dir, base, manifest)
 
 
-def test_adapter_for_another_emulator_is_rejected(setup: tuple[BaseModel, EmulatorManifest, Path, Path],
+def test_adapter_for_another_emulator_is_rejected(setup: tuple[LoadedBase, EmulatorManifest, Path, Path],
                                                   tmp_path: Path) -> None:
     base, _, _, adapter_dir = setup
     other = build_emulator(base, EmulatorSpec(base_model="tiny-gpt2", method="uniform", alpha=0.5, adapter_bottom=2,

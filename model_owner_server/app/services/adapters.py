@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 
 from model_owner_server.app.api.multipart import UploadedFile
 from model_owner_server.app.services.probe import prove
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.plug_in import CheckedAdapter, check_adapter
 from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS, AdapterError, read_header
 from shared.artifacts import sha256_file
@@ -79,7 +79,7 @@ def metadata_problems(directory: Path, manifest: EmulatorManifest) -> list[str]:
     return []
 
 
-def block_problems(base: BaseModel, manifest: EmulatorManifest, config: dict[str, Any]) -> list[str]:
+def block_problems(base: LoadedBase, manifest: EmulatorManifest, config: dict[str, Any]) -> list[str]:
     """LoRA layers that are no adapter blocks, target modules that name no projection of them (each
     checked only where the field is well-typed: the schema reports the rest)."""
     problems: list[str] = []
@@ -104,7 +104,7 @@ def block_problems(base: BaseModel, manifest: EmulatorManifest, config: dict[str
     return problems
 
 
-def lora_config_problems(directory: Path, base: BaseModel, manifest: EmulatorManifest) -> list[str]:
+def lora_config_problems(directory: Path, base: LoadedBase, manifest: EmulatorManifest) -> list[str]:
     """Check `adapter_config.json` (if any) and rewrite it in canonical form; returns the problems."""
     path = directory / PEFT_CONFIG
     if not path.is_file():
@@ -119,7 +119,7 @@ def lora_config_problems(directory: Path, base: BaseModel, manifest: EmulatorMan
     return problems
 
 
-def validate(directory: Path, base: BaseModel, manifest: EmulatorManifest) -> tuple[CheckedAdapter, PreTrainedModel]:
+def validate(directory: Path, base: LoadedBase, manifest: EmulatorManifest) -> tuple[CheckedAdapter, PreTrainedModel]:
     """Every check, then the probe: (the adapter, the full model with it plugged in). Raises AdapterError
     with every problem found before the probe, or the probe's."""
     problems = metadata_problems(directory, manifest)

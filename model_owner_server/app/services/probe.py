@@ -14,7 +14,7 @@ import logging
 import torch
 from transformers import PreTrainedModel
 
-from model_owner_server.base_models import BaseModel
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.plug_in import CheckedAdapter, plug_in
 from shared.adapter_format import AdapterError
 
@@ -39,7 +39,7 @@ def _problems(hidden: tuple[torch.Tensor, ...], logits: torch.Tensor) -> list[st
 
 
 @torch.no_grad()
-def prove(base: BaseModel, checked: CheckedAdapter) -> PreTrainedModel:
+def prove(base: LoadedBase, checked: CheckedAdapter) -> PreTrainedModel:
     """The full model with the adapter plugged in, once the probe passed; AdapterError otherwise."""
     try:
         model = plug_in(base, checked)
