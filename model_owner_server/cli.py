@@ -254,7 +254,7 @@ def main() -> None:
         sys.exit(130)
 
 
-# --- service commands: serve, worker, keys (issue 4) -------------------------------------------
+# --- service commands: serve, worker, keys -----------------------------------------------------
 keys_app = typer.Typer(help="Data-owner API keys (stored hashed).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

@@ -3,7 +3,7 @@
 Stage 1 trains the harmonizers around *uncompressed* kept blocks; stage 2 then truncates the
 attention projections of those blocks, so every harmonizer above a compressed block receives a
 hidden state it was never trained on, and the compression error reaches the top adapter unchecked
-(a measurement outside the project: beta 0.5 doubled a task's utility gap). This step runs the
+(without this step, beta 0.5 doubled a task's utility gap). This step runs the
 compressed emulator on calibration sequences and re-fits its harmonizers one by one, bottom to top:
 
 - input: the hidden state that actually reaches the harmonizer in the compressed emulator (SRC
