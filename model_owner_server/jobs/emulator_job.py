@@ -29,6 +29,7 @@ from model_owner_server.emulators.stage1 import (
 )
 from model_owner_server.jobs.worker import JobContext, WorkerServices
 from model_owner_server.settings import Settings
+from model_owner_server.storage.keys import emulator_prefix
 
 log = logging.getLogger("scaleot.worker")
 STAGE1_SHARE = 0.9  # of the progress bar, when stage 1 runs
@@ -82,8 +83,6 @@ def profile_multiprocess(base: LoadedBase, config: Stage1Config, on_step: Progre
     return profile
 
 
-def emulator_prefix(emulator_id: str) -> str:
-    return f"emulators/{emulator_id}"
 
 
 def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:

@@ -11,15 +11,11 @@ from model_owner_server.evaluation.matrix import Score
 from model_owner_server.evaluation.run import evaluate_adapter
 from model_owner_server.jobs.worker import JobContext, WorkerServices
 from model_owner_server.plug_in import check_adapter
+from model_owner_server.storage.keys import UPLOADED_DATA, adapter_prefix, emulator_prefix, evaluation_prefix
 from shared.artifacts import load_emulator
 from shared.data_formats import MCExample, TrainExample, load_mc_jsonl
 
 ROWS = ("full_zero_shot", "emulator_zero_shot", "emulator_fine_tuned", "plug_in")
-UPLOADED_DATA = "data.jsonl"
-
-
-def evaluation_prefix(evaluation_id: str) -> str:
-    return f"evaluations/{evaluation_id}"
 
 
 def load_examples(services: WorkerServices, row: Evaluation) -> list[MCExample] | list[TrainExample]:
@@ -43,9 +39,9 @@ def run_evaluation(ctx: JobContext, services: WorkerServices) -> str:
     if not examples:
         raise ValueError(f"task {row.task} has no test examples")
     store = services.store
-    model, _tokenizer, manifest = load_emulator(store.local_dir(f"emulators/{emulator.id}"))
+    model, _tokenizer, manifest = load_emulator(store.local_dir(emulator_prefix(emulator.id)))
     base = services.base_models.get(manifest.base_model)
-    checked = check_adapter(store.local_dir(f"adapters/{adapter.id}"), base, manifest)
+    checked = check_adapter(store.local_dir(adapter_prefix(adapter.id)), base, manifest)
     memo_key = f"full_zero_shot:{base.weights_sha256}:{row.source}:{row.task}:{row.example_limit}"
     memoised = services.memo.get(memo_key) if row.source == "builtin" else None
     known = {"full_zero_shot": memoised} if isinstance(memoised, Score) else None

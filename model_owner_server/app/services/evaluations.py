@@ -16,7 +16,7 @@ from model_owner_server.app.schemas import MAX_EVAL_LIMIT
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.db.models import Evaluation, JobKind
 from model_owner_server.jobs import queue
-from model_owner_server.jobs.evaluation_job import UPLOADED_DATA, evaluation_prefix
+from model_owner_server.storage.keys import evaluation_data
 from shared.data_formats import DataFormatError, load_mc_jsonl, write_mc_jsonl
 
 MAX_ID_CHARS = 64
@@ -88,7 +88,7 @@ def create_evaluation(session: Session, state: AppState, principal: Principal, a
                      source="upload" if upload else "builtin", example_limit=limit, job_id=job.id)
     job.subject_id = row.id
     if upload is not None:
-        state.store.put_file(f"{evaluation_prefix(row.id)}/{UPLOADED_DATA}", upload)
+        state.store.put_file(evaluation_data(row.id), upload)
     session.add(job)
     session.flush()
     session.add(row)

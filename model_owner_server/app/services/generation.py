@@ -12,6 +12,7 @@ from model_owner_server.app.core.state import AppState
 from model_owner_server.app.schemas import GenerateOut, GenerateRequest
 from model_owner_server.db.models import Adapter, Emulator
 from model_owner_server.plug_in import check_adapter, plug_in
+from model_owner_server.storage.keys import adapter_prefix
 from shared.manifest import EmulatorManifest
 
 
@@ -23,7 +24,7 @@ def plugged_model(state: AppState, adapter: Adapter, emulator: Emulator) -> tupl
 
     def build() -> PreTrainedModel:
         base = state.base_models.get(manifest.base_model)
-        checked = check_adapter(state.store.local_dir(f"adapters/{adapter.id}"), base, manifest)
+        checked = check_adapter(state.store.local_dir(adapter_prefix(adapter.id)), base, manifest)
         return plug_in(base, checked)
 
     return state.plugged.get_or_build(adapter.id, build), cached

@@ -11,6 +11,7 @@ from model_owner_server.app.schemas import AdapterOut, EmulatorFile, EmulatorOut
 from model_owner_server.db.models import Adapter, Emulator, Evaluation, Job, JobState
 from model_owner_server.evaluation.matrix import EvaluationMatrix
 from model_owner_server.storage.base import ArtifactStore
+from model_owner_server.storage.keys import emulator_file
 from shared.manifest import MANIFEST_NAME, EmulatorManifest, FileEntry
 
 
@@ -39,7 +40,7 @@ def emulator_out(session: Session, store: ArtifactStore, row: Emulator, job: Job
         base = f"/v1/emulators/{row.id}/files"
         files = [EmulatorFile(name=n, size=f.size, sha256=f.sha256, url=f"{base}/{n}")
                  for n, f in sorted(manifest.files.items())]
-        info = store.stat(f"emulators/{row.id}/{MANIFEST_NAME}")
+        info = store.stat(emulator_file(row.id, MANIFEST_NAME))
         files.insert(0, EmulatorFile(name=MANIFEST_NAME, size=info.size if info else 0, sha256=None,
                                      url=f"{base}/{MANIFEST_NAME}"))
     return EmulatorOut(id=row.id, base_model=row.base_model, method=row.method, spec=json.loads(row.spec_json),

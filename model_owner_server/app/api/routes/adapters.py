@@ -22,6 +22,7 @@ from model_owner_server.app.services.adapters import file_entries, place_files, 
 from model_owner_server.app.services.views import adapter_out
 from model_owner_server.db.models import Adapter, Job, JobState
 from model_owner_server.jobs.queue import new_id
+from model_owner_server.storage.keys import adapter_prefix
 from shared.adapter_format import AdapterError
 from shared.manifest import EmulatorManifest
 
@@ -65,7 +66,7 @@ def store_adapter(state: AppState, principal: Principal, form: MultipartForm, wo
         row = Adapter(id=new_id("ada"), owner_id=principal.owner_id, emulator_id=emulator_id, kind=checked.kind,
                       files_json=json.dumps({k: v.model_dump() for k, v in entries.items()}),
                       size=sum(e.size for e in entries.values()))
-        state.store.put_dir(f"adapters/{row.id}", directory)
+        state.store.put_dir(adapter_prefix(row.id), directory)
         session.add(row)
         session.commit()
     state.plugged.get_or_build(row.id, lambda: plugged)  # proven by the probe: generation starts warm

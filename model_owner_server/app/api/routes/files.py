@@ -16,6 +16,7 @@ from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.api.ranges import Unsatisfiable, none_match, parse_range, range_applies
 from model_owner_server.app.services.access import visible_emulator_and_job
 from model_owner_server.db.models import JobState
+from model_owner_server.storage.keys import emulator_file
 from shared.manifest import MANIFEST_NAME, EmulatorManifest
 
 router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
@@ -55,7 +56,7 @@ def download_file(
         raise HTTPException(status.HTTP_409_CONFLICT, f"emulator {emulator_id} is {current}, not built yet; "
                             "poll GET /v1/emulators/{id} until its state is succeeded")
     manifest = EmulatorManifest.model_validate_json(row.manifest_json)
-    key = f"emulators/{emulator_id}/{name}"
+    key = emulator_file(emulator_id, name)
     info = state.store.stat(key) if (name == MANIFEST_NAME or name in manifest.files) else None
     if info is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"emulator {emulator_id} has no file {name!r}; files: "
