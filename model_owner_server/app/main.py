@@ -16,6 +16,7 @@ from model_owner_server.app.api import openapi
 from model_owner_server.app.api.guard import RequestGuard
 from model_owner_server.app.api.routes import adapters, emulators, evaluations, files, generate, health, models, owners
 from model_owner_server.app.core.state import AppState
+from model_owner_server.app.services.errors import Conflict, NotFound, ServiceError, Unprocessable
 from model_owner_server.db.migrate import upgrade
 from model_owner_server.settings import Settings, get_settings
 
@@ -36,6 +37,17 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": cleaned}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+STATUS_OF = {NotFound: status.HTTP_404_NOT_FOUND, Conflict: status.HTTP_409_CONFLICT,
+             Unprocessable: status.HTTP_422_UNPROCESSABLE_CONTENT}
+
+
+async def service_error(_: Request, exc: Exception) -> JSONResponse:
+    """A service's refusal, with the status of its kind and the body an HTTPException would have."""
+    assert isinstance(exc, ServiceError)
+    code = next((c for kind, c in STATUS_OF.items() if isinstance(exc, kind)), status.HTTP_400_BAD_REQUEST)
+    return JSONResponse({"detail": exc.detail}, status_code=code)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); see the server log"},
@@ -50,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ScaleOT model-owner service", version="0.1.0", description=DESCRIPTION)
     app.state.scaleot = state
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(Exception, unexpected_error)
     for module in (health, models, owners, emulators, files, adapters, generate, evaluations):
         app.include_router(module.router)

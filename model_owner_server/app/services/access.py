@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from typing import TypeVar
 
-from fastapi import HTTPException, status
 from sqlmodel import Session, col, select
 
 from model_owner_server.app.core.security import Principal
+from model_owner_server.app.services.errors import NotFound
 from model_owner_server.db.models import Adapter, Emulator, EmulatorGrant, Evaluation, Job
 
 T = TypeVar("T", Emulator, Adapter, Evaluation)
@@ -20,9 +20,9 @@ T = TypeVar("T", Emulator, Adapter, Evaluation)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 
 
-def not_found(kind: str, object_id: str) -> HTTPException:
+def not_found(kind: str, object_id: str) -> NotFound:
     shown = object_id if _ID.fullmatch(object_id) else repr(object_id[:60])
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{kind} {shown} not found")
+    return NotFound(f"{kind} {shown} not found")
 
 
 def _lookup(session: Session, model: type[T], kind: str, object_id: str) -> T:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 
-from fastapi import HTTPException, status
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
+from model_owner_server.app.services.errors import Conflict, Unprocessable
 from model_owner_server.app.services.ids import emulator_id, stage1_config
 from model_owner_server.base_models import BaseModelError
 from model_owner_server.db.models import FINISHED, Emulator, EmulatorGrant, Job, JobKind, JobState
@@ -28,18 +28,17 @@ def resolve(state: AppState, spec: EmulatorSpec) -> tuple[str, str | None]:
     """(emulator id, stage-1 config JSON or None); raises 422/409 for requests that cannot be built."""
     served = state.settings.models
     if spec.base_model not in served:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"base_model {spec.base_model!r} is not served here; choose one of {', '.join(served)}")
+        raise Unprocessable(f"base_model {spec.base_model!r} is not served here; choose one of {', '.join(served)}")
     try:
         base = state.base_models.get(spec.base_model)
     except BaseModelError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"base model not available yet: {exc}. The model owner "
-                            f"runs `scaleot-server models prepare {spec.base_model}`") from exc
+        raise Conflict(f"base model not available yet: {exc}. The model owner "
+                       f"runs `scaleot-server models prepare {spec.base_model}`") from exc
     try:
         spec.check_against(base.num_layers)
         stage1 = stage1_config(spec, state.settings.stage1_overrides())
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        raise Unprocessable(str(exc)) from exc
     return emulator_id(spec, base, stage1), stage1.model_dump_json() if stage1 else None
 
 
@@ -81,7 +80,7 @@ def request_emulator(session: Session, state: AppState, spec: EmulatorSpec, prin
                 return row
         except IntegrityError:
             session.rollback()
-    raise HTTPException(status.HTTP_409_CONFLICT, f"emulator {eid} is being requested concurrently; retry")
+    raise Conflict(f"emulator {eid} is being requested concurrently; retry")
 
 
 def _stop_build(session: Session, job_id: str) -> None:
@@ -102,9 +101,9 @@ def cancel_emulator(session: Session, row: Emulator, principal: Principal) -> bo
     session.exec(select(Emulator).where(col(Emulator.id) == row.id).with_for_update())  # serialise with requests
     job = session.get(Job, row.job_id) if row.job_id else None
     if job is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"emulator {row.id} has no build to cancel")
+        raise Conflict(f"emulator {row.id} has no build to cancel")
     if job.state in FINISHED and job.state != JobState.cancelled:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"the build of emulator {row.id} already {job.state}; "
+        raise Conflict(f"the build of emulator {row.id} already {job.state}; "
                             "nothing to cancel")
     others = 0
     if not principal.is_admin:

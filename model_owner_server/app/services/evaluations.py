@@ -7,13 +7,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import HTTPException, status
 from sqlmodel import Session
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.schemas import MAX_EVAL_LIMIT
 from model_owner_server.app.services.access import visible_adapter
+from model_owner_server.app.services.errors import Unprocessable
 from model_owner_server.db.models import Evaluation, JobKind
 from model_owner_server.jobs import queue
 from model_owner_server.storage.keys import evaluation_data
@@ -24,9 +24,8 @@ MAX_TASK_CHARS = 200  # the evaluation.task column
 _LIMIT = re.compile(r"[0-9]{1,7}")  # ASCII digits only: str.isdigit() also accepts "²"
 
 
-def unprocessable(message: str, problems: list[str] | None = None) -> HTTPException:
-    detail: object = message if problems is None else {"message": message, "problems": problems}
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
+def unprocessable(message: str, problems: list[str] | None = None) -> Unprocessable:
+    return Unprocessable(message if problems is None else {"message": message, "problems": problems})
 
 
 def check_builtin_task(task: str) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import torch
-from fastapi import HTTPException, status
 from transformers import PreTrainedModel
 
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.schemas import GenerateOut, GenerateRequest
+from model_owner_server.app.services.errors import Unprocessable
 from model_owner_server.db.models import Adapter, Emulator
 from model_owner_server.plug_in import check_adapter, plug_in
 from model_owner_server.storage.keys import adapter_prefix
@@ -43,8 +43,7 @@ def context_window(model: PreTrainedModel) -> int | None:
 def check_fits(prompt_tokens: int, max_new: int, window: int | None) -> None:
     """422 when the prompt plus the new tokens would run past the context window."""
     if window is not None and prompt_tokens + max_new > window:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"the prompt is {prompt_tokens} tokens; with max_new_tokens {max_new} that is "
+        raise Unprocessable(f"the prompt is {prompt_tokens} tokens; with max_new_tokens {max_new} that is "
                             f"{prompt_tokens + max_new}, over the model's context window of {window} tokens: "
                             "shorten the prompt or ask for fewer tokens")
 
@@ -73,8 +72,7 @@ def generate(state: AppState, adapter: Adapter, emulator: Emulator, request: Gen
     except RuntimeError as exc:  # "probability tensor contains either inf, nan or element < 0"
         if "probability tensor" not in str(exc):
             raise
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            f"generation failed for these settings: {str(exc)[:200]}; the plugged model's "
+        raise Unprocessable(f"generation failed for these settings: {str(exc)[:200]}; the plugged model's "
                             "output is not a usable distribution here (try temperature 0)") from exc
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     completion = tokenizer.decode(new_tokens, skip_special_tokens=True)

@@ -1,0 +1,24 @@
+"""What a service refuses, as domain errors: the services know no HTTP; `app/main.py` maps each kind
+to its status code and the same `{"detail": ...}` body FastAPI gives an HTTPException."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request the service refuses; `detail` is a message, or a structure listing every problem."""
+
+    def __init__(self, detail: object) -> None:
+        super().__init__(detail if isinstance(detail, str) else repr(detail))
+        self.detail = detail
+
+
+class NotFound(ServiceError):
+    """The object does not exist, or the caller may not see it (the same answer, on purpose)."""
+
+
+class Conflict(ServiceError):
+    """The request is valid but the current state does not allow it (retry later, or not at all)."""
+
+
+class Unprocessable(ServiceError):
+    """The request is well-formed but asks for something that cannot be done."""
