@@ -7,29 +7,16 @@ read. Text fields are capped separately (small); file names are reduced to their
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from fastapi import HTTPException, Request, status
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
+from model_owner_server.app.services.uploads import MultipartForm, UploadedFile
+
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 32
-
-
-@dataclass
-class UploadedFile:
-    field: str
-    filename: str  # as sent by the client, reduced to its last path component
-    path: Path
-    size: int = 0
-
-
-@dataclass
-class MultipartForm:
-    fields: dict[str, str] = field(default_factory=dict)
-    files: list[UploadedFile] = field(default_factory=list)
 
 
 def too_large(limit: int) -> HTTPException:

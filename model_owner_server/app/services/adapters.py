@@ -15,12 +15,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
 from transformers import PreTrainedModel
 
-from model_owner_server.app.api.multipart import UploadedFile
+from model_owner_server.app.core.security import Principal
+from model_owner_server.app.core.state import AppState
+from model_owner_server.app.schemas import AdapterOut
+from model_owner_server.app.services.access import visible_emulator
+from model_owner_server.app.services.errors import Conflict, Unprocessable
 from model_owner_server.app.services.probe import prove
+from model_owner_server.app.services.uploads import MultipartForm, UploadedFile
+from model_owner_server.app.services.views import adapter_out
 from model_owner_server.base_models import LoadedBase
+from model_owner_server.db.models import Adapter, Job, JobState
+from model_owner_server.jobs.queue import new_id
 from model_owner_server.plug_in import CheckedAdapter, check_adapter
+from model_owner_server.storage.keys import adapter_prefix
 from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS, AdapterError, read_header
 from shared.artifacts import sha256_file
 from shared.blocks import find_block_stack
@@ -143,3 +153,38 @@ def file_entries(directory: Path) -> dict[str, FileEntry]:
     return {p.name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
             for p in sorted(directory.iterdir()) if p.is_file()}
 
+
+def rejected(problems: list[str]) -> Unprocessable:
+    return Unprocessable({"message": f"adapter rejected: {len(problems)} problem(s)", "problems": problems})
+
+
+def store_adapter(state: AppState, principal: Principal, form: MultipartForm, work: Path) -> AdapterOut:
+    """Check an uploaded adapter against its emulator (every problem at once), then publish its files
+    and record it; the probe's plugged model goes into the cache, so generation starts warm."""
+    emulator_id = form.fields.get("emulator_id", "").strip()
+    if not emulator_id:
+        raise rejected(["form field 'emulator_id' is missing: name the emulator the adapter was tuned on"])
+    with Session(state.engine, expire_on_commit=False) as session:
+        emulator = visible_emulator(session, principal, emulator_id)
+        job = session.get(Job, emulator.job_id) if emulator.job_id else None
+        if emulator.manifest_json is None or job is None or job.state != JobState.succeeded:
+            raise Conflict(f"emulator {emulator_id} is not built; upload adapters tuned on a succeeded emulator")
+        manifest = EmulatorManifest.model_validate_json(emulator.manifest_json)
+        directory = work / "adapter"
+        directory.mkdir()
+        problems = place_files(form.files, directory)
+        if problems:
+            raise rejected(problems)
+        try:
+            checked, plugged = validate(directory, state.base_models.get(manifest.base_model), manifest)
+        except AdapterError as exc:
+            raise rejected(exc.problems) from exc
+        entries = file_entries(directory)
+        row = Adapter(id=new_id("ada"), owner_id=principal.owner_id, emulator_id=emulator_id, kind=checked.kind,
+                      files_json=json.dumps({k: v.model_dump() for k, v in entries.items()}),
+                      size=sum(e.size for e in entries.values()))
+        state.store.put_dir(adapter_prefix(row.id), directory)
+        session.add(row)
+        session.commit()
+    state.plugged.get_or_build(row.id, lambda: plugged)  # proven by the probe: generation starts warm
+    return adapter_out(row)

@@ -3,28 +3,22 @@ problem), list, get."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from model_owner_server.app.api.deps import Principal, PrincipalDep, SessionDep, StateDep
-from model_owner_server.app.api.multipart import MultipartForm, parse_multipart
-from model_owner_server.app.core.state import AppState
+from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
+from model_owner_server.app.api.multipart import parse_multipart
 from model_owner_server.app.schemas import AdapterList, AdapterOut
-from model_owner_server.app.services.access import visible_adapter, visible_emulator
-from model_owner_server.app.services.adapters import file_entries, place_files, validate
+from model_owner_server.app.services.access import visible_adapter
+from model_owner_server.app.services.adapters import store_adapter
 from model_owner_server.app.services.views import adapter_out
-from model_owner_server.db.models import Adapter, Job, JobState
-from model_owner_server.jobs.queue import new_id
-from model_owner_server.storage.keys import adapter_prefix
-from shared.adapter_format import AdapterError
-from shared.manifest import EmulatorManifest
+from model_owner_server.db.models import Adapter
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
 
@@ -35,42 +29,6 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"mu
         "file": {"type": "array", "items": {"type": "string", "format": "binary"},
                  "description": "adapter.safetensors, or adapter_config.json + adapter_model.safetensors (LoRA)"}},
 }}}}}
-
-
-def rejected(problems: list[str]) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {
-        "message": f"adapter rejected: {len(problems)} problem(s)", "problems": problems})
-
-
-def store_adapter(state: AppState, principal: Principal, form: MultipartForm, work: Path) -> AdapterOut:
-    emulator_id = form.fields.get("emulator_id", "").strip()
-    if not emulator_id:
-        raise rejected(["form field 'emulator_id' is missing: name the emulator the adapter was tuned on"])
-    with Session(state.engine, expire_on_commit=False) as session:
-        emulator = visible_emulator(session, principal, emulator_id)
-        job = session.get(Job, emulator.job_id) if emulator.job_id else None
-        if emulator.manifest_json is None or job is None or job.state != JobState.succeeded:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"emulator {emulator_id} is not built; upload adapters "
-                                "tuned on a succeeded emulator")
-        manifest = EmulatorManifest.model_validate_json(emulator.manifest_json)
-        directory = work / "adapter"
-        directory.mkdir()
-        problems = place_files(form.files, directory)
-        if problems:
-            raise rejected(problems)
-        try:
-            checked, plugged = validate(directory, state.base_models.get(manifest.base_model), manifest)
-        except AdapterError as exc:
-            raise rejected(exc.problems) from exc
-        entries = file_entries(directory)
-        row = Adapter(id=new_id("ada"), owner_id=principal.owner_id, emulator_id=emulator_id, kind=checked.kind,
-                      files_json=json.dumps({k: v.model_dump() for k, v in entries.items()}),
-                      size=sum(e.size for e in entries.values()))
-        state.store.put_dir(adapter_prefix(row.id), directory)
-        session.add(row)
-        session.commit()
-    state.plugged.get_or_build(row.id, lambda: plugged)  # proven by the probe: generation starts warm
-    return adapter_out(row)
 
 
 @router.post("", response_model=AdapterOut, status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY,
