@@ -103,8 +103,7 @@ def cancel_emulator(session: Session, row: Emulator, principal: Principal) -> bo
     if job is None:
         raise Conflict(f"emulator {row.id} has no build to cancel")
     if job.state in FINISHED and job.state != JobState.cancelled:
-        raise Conflict(f"the build of emulator {row.id} already {job.state}; "
-                            "nothing to cancel")
+        raise Conflict(f"the build of emulator {row.id} already {job.state}; nothing to cancel")
     others = 0
     if not principal.is_admin:
         others = len(session.exec(select(EmulatorGrant.owner_id).where(

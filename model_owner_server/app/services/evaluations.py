@@ -13,7 +13,7 @@ from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.schemas import MAX_EVAL_LIMIT
 from model_owner_server.app.services.access import visible_adapter
-from model_owner_server.app.services.errors import Unprocessable
+from model_owner_server.app.services.errors import Conflict, Unprocessable
 from model_owner_server.db.models import Evaluation, JobKind
 from model_owner_server.jobs import queue
 from model_owner_server.storage.keys import evaluation_data
@@ -93,3 +93,13 @@ def create_evaluation(session: Session, state: AppState, principal: Principal, a
     session.add(row)
     session.commit()
     return row
+
+
+def cancel_evaluation(state: AppState, row: Evaluation) -> None:
+    """Ask the worker to stop the evaluation's job; Conflict once it has finished."""
+    if row.job_id is None:
+        raise Conflict("nothing to cancel")
+    try:
+        queue.request_cancel(state.engine, row.job_id)
+    except ValueError as exc:
+        raise Conflict(str(exc)) from exc

@@ -21,7 +21,6 @@ from model_owner_server.app.services import evaluations as service
 from model_owner_server.app.services.access import visible_evaluation
 from model_owner_server.app.services.evaluations import MAX_ID_CHARS, MAX_TASK_CHARS
 from model_owner_server.app.services.views import evaluation_out
-from model_owner_server.jobs import queue
 
 router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
 
@@ -102,11 +101,6 @@ def get_evaluation(evaluation_id: str, session: SessionDep, principal: Principal
 def cancel_evaluation(evaluation_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep
                       ) -> EvaluationOut:
     row = visible_evaluation(session, principal, evaluation_id)
-    if row.job_id is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, "nothing to cancel")
-    try:
-        queue.request_cancel(state.engine, row.job_id)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    service.cancel_evaluation(state, row)
     session.expire_all()
     return evaluation_out(session, row)
