@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from shared.atomic import atomic_write_text
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -38,10 +40,7 @@ def read_config() -> dict[str, Any]:
 def write_config(data: dict[str, Any]) -> Path:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2), mode=0o600)  # it holds API keys
     return path
 
 

@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from shared.atomic import atomic_file
 from shared.bounded_json import JSONLimitError, loads_bounded
 from shared.manifest import EmulatorManifest
 
@@ -187,7 +188,6 @@ def save_adapter(state: dict[str, torch.Tensor], manifest: EmulatorManifest, out
                 "base_model_sha256": manifest.base_model_sha256,
                 "blocks": ",".join(str(i) for i in manifest.adapter_indices()), **(extra_metadata or {})}
     path = out_dir / ADAPTER_FILE
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata=metadata)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, tmp, metadata=metadata)
     return path

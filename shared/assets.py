@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.atomic import atomic_file
 from shared.cache import cache_dir
 
 
@@ -108,17 +109,15 @@ def _download_from_index(package: Package, dest: Path) -> Path:
         raise ValueError(f"{index} lists no archive of {package.requirement}")
     chosen = sorted(candidates, key=lambda f: not f["filename"].endswith("py3-none-any.whl"))[0]
     target = dest / chosen["filename"]
-    tmp = target.with_name(target.name + ".tmp")
     digest = hashlib.sha256()
-    with urllib.request.urlopen(chosen["url"], timeout=600) as response, tmp.open("wb") as f:
-        while block := response.read(1 << 20):
-            f.write(block)
-            digest.update(block)
-    expected = chosen.get("hashes", {}).get("sha256")
-    if expected and digest.hexdigest() != expected:
-        tmp.unlink()
-        raise ValueError(f"{chosen['filename']}: sha256 mismatch with the index")
-    tmp.replace(target)
+    with atomic_file(target) as tmp:  # a mismatch raises inside: the download is removed, target untouched
+        with urllib.request.urlopen(chosen["url"], timeout=600) as response, tmp.open("wb") as f:
+            while block := response.read(1 << 20):
+                f.write(block)
+                digest.update(block)
+        expected = chosen.get("hashes", {}).get("sha256")
+        if expected and digest.hexdigest() != expected:
+            raise ValueError(f"{chosen['filename']}: sha256 mismatch with the index")
     return target
 
 

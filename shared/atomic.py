@@ -1,6 +1,6 @@
-"""Atomic directory writes: build in a temporary sibling, then rename over the target.
+"""Atomic writes of files and directories: build in a temporary sibling, then rename over the target.
 
-A crash mid-write leaves either the old directory or the new one, never a half-written one.
+A crash mid-write leaves either the old file or directory or the new one, never a half-written one.
 """
 
 from __future__ import annotations
@@ -30,3 +30,32 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def atomic_file(target: Path, mode: int | None = 0o644) -> Iterator[Path]:
+    """Yield the path of an empty temporary file next to `target`; on success it replaces `target`.
+
+    The file is created private (0600, as `mkstemp` makes it) and gets `mode` just before the rename,
+    so a reader never sees a partial file and a private file is never readable by others on the way.
+    `mode=None` keeps 0600. On an error the temporary file is removed and `target` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(target: Path, text: str, mode: int | None = 0o644) -> None:
+    """Write `text` (UTF-8) to `target` atomically (see `atomic_file`)."""
+    with atomic_file(target, mode) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -9,13 +9,12 @@ Loading streams the file line by line and collects up to MAX_PROBLEMS problems, 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.atomic import atomic_file
 from shared.bounded_json import JSONLimitError, loads_bounded
 
 MAX_PROBLEMS = 20
@@ -189,17 +188,9 @@ def _mc_row(example: MCExample) -> dict[str, Any]:
 
 def _write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write to a temporary file beside `path`, then rename: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a data file is an ordinary readable file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8") as handle:  # an ordinary 0644 file
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 
 

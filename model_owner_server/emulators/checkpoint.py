@@ -7,9 +7,7 @@ temporary directory and renamed, so a crash leaves either the previous checkpoin
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model_owner_server.emulators.profile import CurvePoint, Stage1Init
+from shared.atomic import atomic_directory
 from shared.harmonizer import Harmonizer
 
 STATE_FILE = "state.safetensors"
@@ -77,16 +76,9 @@ class Stage1Checkpoint:
             "curve": [p.model_dump() for p in curve],
             "init": init.model_dump() if init is not None else None,
         }
-        self.directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{self.directory.name}.", dir=self.directory.parent))
-        try:
+        with atomic_directory(self.directory) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / STATE_FILE)
             (tmp / META_FILE).write_text(json.dumps(meta))
-            shutil.rmtree(self.directory, ignore_errors=True)
-            os.replace(tmp, self.directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def restore(
         self,

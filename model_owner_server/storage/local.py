@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from model_owner_server.storage.base import ObjectInfo, StoreError, check_key
+from shared.atomic import atomic_file
 
 
 class LocalArtifactStore:
@@ -39,14 +40,8 @@ class LocalArtifactStore:
     def put_file(self, key: str, source: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
-        try:
+        with atomic_file(target, mode=None) as tmp:
             shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def stat(self, key: str) -> ObjectInfo | None:
         path = self._path(key)

@@ -8,13 +8,12 @@ data never enter training corpora: the derived files live only in the cache, nev
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from shared.atomic import atomic_write_text
 from shared.cache import cache_dir
 from shared.data_formats import (
     MCExample,
@@ -99,11 +98,7 @@ def split_groups(grouped: Grouped, split: SplitSpec) -> dict[str, list[Any]]:
 
 
 def _write_meta(path: Path, meta: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(meta, handle, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(meta, indent=2))
 
 
 def _is_prepared(spec: TaskSpec, directory: Path) -> bool:
