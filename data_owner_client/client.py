@@ -21,10 +21,11 @@ import httpx
 
 from data_owner_client.download import DownloadProgress, DownloadResult, download_emulator
 from data_owner_client.errors import ApiError, ClientError, format_detail
+from shared.wire import FINISHED
 
 __all__ = ["ApiError", "ClientError", "ScaleOTClient", "format_detail"]
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = {state.value for state in FINISHED}
 
 
 def _detail(response: httpx.Response) -> Any:

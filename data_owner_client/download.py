@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from data_owner_client.errors import ClientError
 from shared.artifacts import ArtifactError, sha256_file, verify_emulator
 from shared.manifest import MANIFEST_NAME, EmulatorManifest
+from shared.wire import JobState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -147,7 +148,7 @@ def _download_file(client: ScaleOTClient, emulator_id: str, name: str, sha256: s
 def download_emulator(client: ScaleOTClient, emulator_id: str, out_dir: Path,
                       on_progress: Callable[[DownloadProgress], None] | None = None) -> DownloadResult:
     status = client.emulator(emulator_id)["status"]["state"]
-    if status != "succeeded":
+    if status != JobState.succeeded:
         raise ClientError(f"emulator {emulator_id} is {status}; wait with `scaleot emulators status "
                           f"{emulator_id} --wait` before downloading")
     manifest, manifest_bytes = _fetch_manifest(client, emulator_id)

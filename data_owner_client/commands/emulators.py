@@ -22,6 +22,7 @@ from data_owner_client.commands.common import (
 )
 from data_owner_client.download import DownloadProgress
 from shared.progress import progress
+from shared.wire import JobState
 
 app = typer.Typer(help="Request, watch and download emulators.", no_args_is_help=True)
 
@@ -57,7 +58,7 @@ def request(
         if wait:
             emulator = _wait(client, emulator["id"])
     emit(as_json, emulator, lambda: out.print(_line(emulator)))
-    if emulator["status"]["state"] in ("failed", "cancelled"):
+    if emulator["status"]["state"] in (JobState.failed, JobState.cancelled):
         raise typer.Exit(1)
 
 

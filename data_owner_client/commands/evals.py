@@ -20,19 +20,17 @@ from data_owner_client.commands.common import (
     out,
     wait_with_progress,
 )
+from shared.wire import MATRIX_ROWS, JobState
 
 app = typer.Typer(help="Evaluate an uploaded adapter (the Offsite-Tuning matrix).", no_args_is_help=True)
 
-ROW_NAMES = {"full_zero_shot": "full model zero-shot", "emulator_zero_shot": "emulator zero-shot",
-             "emulator_fine_tuned": "emulator + adapter", "plug_in": "plug-in (full model + adapter)",
-             "full_fine_tuning": "full fine-tuning"}
 
 
 def matrix_table(evaluation: dict[str, Any]) -> Table:
     result = evaluation.get("result") or {}
     metric = result.get("metric", "acc")
     table = Table("row", metric, "± stderr", "acc_norm", "n", title=f"{evaluation['task']} ({evaluation['id']})")
-    for key, label in ROW_NAMES.items():
+    for key, label in MATRIX_ROWS.items():
         row = (result.get("rows") or {}).get(key)
         if row is None:
             continue
@@ -48,7 +46,7 @@ def matrix_table(evaluation: dict[str, Any]) -> Table:
 
 def _show(evaluation: dict[str, Any]) -> None:
     s = evaluation["status"]
-    if s["state"] == "succeeded":
+    if s["state"] == JobState.succeeded:
         out.print(matrix_table(evaluation))
     else:
         out.print(f"{evaluation['id']}: {s['state']} {100 * s['progress']:.0f}% {s.get('message') or ''}"
@@ -77,7 +75,7 @@ def run(
         if wait:
             evaluation = _wait(client, evaluation["id"])
     emit(as_json, evaluation, lambda: _show(evaluation))
-    if evaluation["status"]["state"] in ("failed", "cancelled"):
+    if evaluation["status"]["state"] in (JobState.failed, JobState.cancelled):
         raise typer.Exit(1)
 
 

@@ -12,20 +12,14 @@ from enum import StrEnum
 
 from sqlmodel import Field, SQLModel
 
+from shared.wire import FINISHED as FINISHED  # the wire's job states are also the column values
+from shared.wire import JobState as JobState
+
 
 def now() -> float:
     return time.time()
 
 
-class JobState(StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-FINISHED = (JobState.succeeded, JobState.failed, JobState.cancelled)
 
 
 class JobKind(StrEnum):

@@ -14,8 +14,9 @@ from model_owner_server.plug_in import check_adapter
 from model_owner_server.storage.keys import UPLOADED_DATA, adapter_prefix, emulator_prefix, evaluation_prefix
 from shared.artifacts import load_emulator
 from shared.data_formats import MCExample, TrainExample, load_mc_jsonl
+from shared.wire import SERVICE_ROWS
 
-ROWS = ("full_zero_shot", "emulator_zero_shot", "emulator_fine_tuned", "plug_in")
+ROWS = SERVICE_ROWS
 
 
 def load_examples(services: WorkerServices, row: Evaluation) -> list[MCExample] | list[TrainExample]:
