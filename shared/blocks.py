@@ -88,6 +88,7 @@ def find_block_stack(model: nn.Module, expected: int | None = None) -> BlockStac
 
 
 def set_block_stack(model: nn.Module, path: str, blocks: nn.ModuleList) -> None:
+    """Put `blocks` at the dotted `path` of `model` (swap a stack in and out; other submodules: `set_submodule`)."""
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attr, blocks)

@@ -40,12 +40,6 @@ def src_projections(block: nn.Module) -> dict[str, nn.Module]:
     return {f"{attn_name}.{name}": module for name, module in attn.named_modules() if is_projection(module)}
 
 
-def replace_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, attr, new)
-
-
 def low_rank_like(module: nn.Module, rank: int) -> LowRankLinear:
     weight, bias = linear_weight(module)
     out_features, in_features = weight.shape
@@ -85,7 +79,7 @@ def build_skeleton(
                 raise ValueError(f"layer {entry.emulator_index}: unknown SRC projections {sorted(unknown)}")
             for name, rank in entry.src_ranks.items():
                 with empty_parameters():
-                    replace_submodule(block, name, low_rank_like(projections[name], rank))
+                    block.set_submodule(name, low_rank_like(projections[name], rank))
     return model
 
 
