@@ -8,20 +8,27 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def fixed_windows(tokenizer: PreTrainedTokenizerBase, texts: list[str], window: int, n_windows: int) -> torch.Tensor:
-    """`n_windows` windows of `window` tokens at evenly spaced offsets of the joined texts."""
+def token_stream(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> torch.Tensor:
+    """The texts tokenized without special tokens, each followed by EOS (if the tokenizer has one),
+    concatenated into one 1-D long tensor."""
     eos = tokenizer.eos_token_id
     ids: list[int] = []
     for text in texts:
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         if eos is not None:
             ids.append(eos)
-    total = len(ids) // window
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def fixed_windows(tokenizer: PreTrainedTokenizerBase, texts: list[str], window: int, n_windows: int) -> torch.Tensor:
+    """`n_windows` windows of `window` tokens at evenly spaced offsets of the joined texts."""
+    ids = token_stream(tokenizer, texts)
+    total = ids.numel() // window
     if total == 0:
-        raise ValueError(f"text has {len(ids)} tokens, fewer than one window of {window}")
+        raise ValueError(f"text has {ids.numel()} tokens, fewer than one window of {window}")
     n = min(n_windows, total)
     picks = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(n)})
-    stream = torch.tensor(ids[: total * window]).view(total, window)
+    stream = ids[: total * window].view(total, window)
     return stream[picks]
 
 

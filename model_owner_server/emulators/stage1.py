@@ -46,6 +46,7 @@ from model_owner_server.emulators.stage1_init import initialise
 from shared.blocks import activation_name, find_block_stack, set_block_stack, text_config
 from shared.corpora import calibration_split
 from shared.harmonizer import Harmonizer
+from shared.perplexity import token_stream as shared_token_stream
 from shared.precision import fp32_master
 
 
@@ -191,13 +192,8 @@ def base_profile_id(base: LoadedBase, config: Stage1Config, texts: list[str] | N
 
 
 def token_stream(base: LoadedBase, texts: list[str]) -> torch.Tensor:
-    eos = base.tokenizer.eos_token_id
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(base.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long)
+    """The calibration texts as one EOS-separated token stream of the base model's tokenizer."""
+    return shared_token_stream(base.tokenizer, texts)
 
 
 def new_harmonizers(base: LoadedBase, config: Stage1Config, middle: list[int]) -> dict[int, Harmonizer]:
