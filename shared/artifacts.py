@@ -30,6 +30,12 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def file_entries(directory: Path) -> dict[str, FileEntry]:
+    """Name -> (sha256, size) of every file directly in `directory`, in name order."""
+    return {p.name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
+            for p in sorted(Path(directory).iterdir()) if p.is_file()}
+
+
 def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """State dict without aliases (tied embeddings are stored once; the loader re-ties them)."""
     seen: set[int] = set()
@@ -54,12 +60,7 @@ def write_emulator(
         model.config.save_pretrained(tmp)
         save_file(unique_state(model), tmp / WEIGHTS_NAME, metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
-        files = {
-            p.name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
-            for p in sorted(tmp.iterdir())
-            if p.is_file()
-        }
-        manifest = manifest.model_copy(update={"files": files})
+        manifest = manifest.model_copy(update={"files": file_entries(tmp)})
         (tmp / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2))
     return manifest
 

@@ -32,11 +32,11 @@ from model_owner_server.jobs.queue import new_id
 from model_owner_server.plug_in import CheckedAdapter, check_adapter
 from model_owner_server.storage.keys import adapter_prefix
 from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS, AdapterError, read_header
-from shared.artifacts import sha256_file
+from shared.artifacts import file_entries
 from shared.blocks import find_block_stack
 from shared.lora_config import loose_object, parse_lora_config
 from shared.low_rank import is_projection
-from shared.manifest import EmulatorManifest, FileEntry
+from shared.manifest import EmulatorManifest
 
 ACCEPTED = (ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS)
 IGNORED = ("training_log.json", "README.md")  # written by `scaleot train` beside the adapter; not needed
@@ -147,11 +147,6 @@ def validate(directory: Path, base: LoadedBase, manifest: EmulatorManifest) -> t
     if problems:
         raise AdapterError(problems)
     return checked, prove(base, checked)
-
-
-def file_entries(directory: Path) -> dict[str, FileEntry]:
-    return {p.name: FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
-            for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 def rejected(problems: list[str]) -> Unprocessable:
