@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from data_owner_client.commands import adapters, config, data, emulators, evals
+from data_owner_client.commands.common import err, fail
 from shared.progress import progress
 
 app = typer.Typer(help="ScaleOT data-owner tools: get an emulator, tune the adapter locally on private data, "
@@ -22,12 +22,6 @@ app.add_typer(adapters.app, name="adapters")
 app.add_typer(evals.app, name="evals")
 app.add_typer(data.app, name="data")
 app.command("generate")(evals.generate)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
 
 
 @app.callback()

@@ -25,7 +25,8 @@ ProfileOpt = Annotated[str | None, typer.Option("--profile", help="named profile
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    """Print a one-line error and exit with `code` (see the EXIT_* codes)."""
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
