@@ -18,7 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.precision import DtypeName, parse_dtype
 
 DEFAULT_ADMIN_KEY = "change-me"
-DEFAULT_MODELS = ["smollm2-135m", "tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-opt"]
+# Only real models by default; the tiny random test models (tiny-llama, ...) are served when named in SCALEOT_MODELS.
+DEFAULT_MODELS = ["smollm2-135m"]
 
 
 class Settings(BaseSettings):
@@ -38,7 +39,8 @@ class Settings(BaseSettings):
     auth_cache_s: float = Field(5.0, ge=0, le=300,
                                 description="seconds an accepted API key is remembered per API process (0: check the "
                                 "database on every request); a key revoked elsewhere keeps working that long")
-    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS), description="base models served")
+    models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS),
+                              description="base models served (JSON list); tiny random test models only when named")
     worker_poll_s: float = Field(1.0, gt=0, description="worker sleep when the queue is empty")
     lease_s: float = Field(60.0, gt=0, description="a running job whose lease is older than this is recovered")
     heartbeat_s: float = Field(10.0, gt=0, description="how often a worker renews its lease")
