@@ -58,7 +58,7 @@ def shaped_model(name: str, dtype: torch.dtype = torch.float32) -> LoadedBase:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
     return LoadedBase(name=name, model=model, tokenizer=AutoTokenizer.from_pretrained(directory),
-                     weights_sha256=f"random-{name}")
+                      weights_sha256=f"random-{name}")
 
 
 def matmul_gflop_s(dtype: torch.dtype = torch.float32, repeats: int = 7) -> float:
