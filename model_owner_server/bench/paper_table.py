@@ -96,7 +96,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
         for task in tasks:
             if task in state.tasks:
                 if _refresh_rows(base, profile, task, state.tasks[task], variants, budget, Path(tmp), load_task,
-                                 prefixed(log, task)):
+                                 prefixed(log, task), lambda: save_state(path, state)):
                     save_state(path, state)
                     result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
                 else:
@@ -117,15 +117,23 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
 
 
 def _refresh_rows(base: LoadedBase, profile: ImportanceProfile, task: str, result: TaskResult,
-                  variants: list[Variant], budget: Budget, workdir: Path, load_task: TaskLoader, log: Log) -> bool:
+                  variants: list[Variant], budget: Budget, workdir: Path, load_task: TaskLoader, log: Log,
+                  save: Callable[[], None]) -> bool:
     """Bring a finished task's rows to this run's variants, in its order: a variant added since (e.g. the
     OT-KD row) is run, and one whose stored emulator is not what the current code builds (e.g. SRC
     emulators once the harmonizer re-fit came) is re-run, both against the task's stored reference rows;
-    a mean over tasks must not mix two emulators under one label. Returns whether anything changed."""
+    a mean over tasks must not mix two emulators under one label. `save` runs after every new row (an
+    interrupted refresh keeps them). Returns whether anything changed."""
     stored = {row.variant: row for row in [*result.set_aside, *result.rows]}
+    wanted = [v.label for v in variants]
     todo = [v for v in variants
             if v.label not in stored or stored[v.label].emulator_id != expected_emulator_id(base, profile, v)]
     rows_before = [row.variant for row in result.rows]
+
+    def place() -> None:
+        result.rows = [stored[label] for label in wanted if label in stored]
+        result.set_aside = [row for label, row in stored.items() if label not in wanted]
+
     if todo:
         data = load_task(task)
         for variant in todo:
@@ -134,8 +142,9 @@ def _refresh_rows(base: LoadedBase, profile: ImportanceProfile, task: str, resul
                 f"stored emulator {old.emulator_id} is not what this code builds "
                 f"({expected_emulator_id(base, profile, variant)})") + "; running this row only")
             stored[variant.label] = rerun_variant(base, profile, data, result, variant, budget, workdir, log)
-    result.rows = [stored.pop(v.label) for v in variants]
-    result.set_aside = list(stored.values())
+            place()
+            save()
+    place()
     return bool(todo) or [row.variant for row in result.rows] != rows_before
 
 
