@@ -366,6 +366,38 @@ def bench_src_refit(
     typer.echo(src_refit.markdown(result))
 
 
+@bench_app.command("ot-kd")
+def bench_ot_kd(
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    alpha: Annotated[float, typer.Option(help="fraction of middle blocks dropped/replaced")] = 0.5,
+    task: Annotated[str, typer.Option(help="built-in multiple-choice task for the gradient batches")] = "bbc_news",
+    batches: Annotated[int, typer.Option(min=1, help="training batches for the gradient cosine")] = 4,
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """OT-KD (uniform + distillation) vs uniform vs ScaleOT: perplexity, KD error, adapter-gradient cosine."""
+    import torch
+
+    from model_owner_server import base_models
+    from model_owner_server.bench import ot_kd
+    from model_owner_server.bench.options import parse_tasks
+    from model_owner_server.cli_support import fail, stage1_with_progress
+    from model_owner_server.emulators.profile import Stage1Config
+
+    try:
+        parse_tasks(task)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    if not 0 < alpha < 1:
+        fail("--alpha must be in (0, 1)")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    base = base_models.load_base_model(model)
+    result = ot_kd.run(base, stage1_with_progress(base, Stage1Config()), alpha, task, batches, out)
+    typer.echo(ot_kd.markdown(result))
+
+
 @bench_app.command("jac-ab")
 def bench_jac_ab(
     model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",

@@ -115,7 +115,7 @@ def variant_spec(base: LoadedBase, profile: ImportanceProfile, variant: Variant)
                         options=EmulatorOptions(distill=distill))
 
 
-def _emulator_dir(base: LoadedBase, spec: EmulatorSpec, profile: ImportanceProfile, workdir: Path,
+def variant_emulator(base: LoadedBase, spec: EmulatorSpec, profile: ImportanceProfile, workdir: Path,
                   log: Log) -> tuple[Path, EmulatorManifest]:
     """Build the variant's emulator under `workdir`; a distilled one (minutes of training, the same for
     every task) is kept in the cache by its id and reused while its files verify."""
@@ -148,7 +148,7 @@ def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant,
     started = time.perf_counter()
     spec = variant_spec(base, profile, variant)
     variant_dir = workdir / f"{variant.method}-{variant.alpha:g}-{variant.beta:g}"
-    emu_dir, manifest = _emulator_dir(base, spec, profile, variant_dir, log)
+    emu_dir, manifest = variant_emulator(base, spec, profile, variant_dir, log)
     emulator, _, _ = load_emulator(emu_dir)
     fidelity = measure_fidelity(base, emulator, manifest, train, budget.fidelity_batches)
     row = VariantRow(variant=variant.label, method=variant.method, alpha=variant.alpha, beta=variant.beta,
