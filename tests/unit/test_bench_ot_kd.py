@@ -28,7 +28,8 @@ def test_ot_kd_rows_and_the_cached_distillation(tmp_path: Path, monkeypatch: pyt
     assert record["steps"] == 4 and record["error_after"] <= record["error_before"]
     assert rows["uniform"]["distill"] is None and rows["ot-kd"]["emulator_id"] != rows["uniform"]["emulator_id"]
     for row in rows.values():
-        assert row["perplexity"] > 0 and 0 <= row["kd_error"] and set(row["grad_cosine"]) == {"0", str(base.num_layers - 1)}
+        assert row["perplexity"] > 0 and row["kd_error"] >= 0
+        assert set(row["grad_cosine"]) == {"0", str(base.num_layers - 1)}  # the adapter blocks
     stem = tmp_path / f"ot-kd-{base.name}"
     assert json.loads(stem.with_name(stem.name + ".json").read_text())["rows"] == result["rows"]
     assert "ot-kd (alpha 0.5, beta 0)" in stem.with_name(stem.name + ".md").read_text()
