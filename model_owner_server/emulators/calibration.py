@@ -12,6 +12,7 @@ that would otherwise decide every loss and ranking.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,34 @@ def block_influence(acts: MiddleActivations) -> list[float]:
         x, y = (ordinary_tokens(t) for t in acts.block_io(j))
         result.append(float(1 - torch.nn.functional.cosine_similarity(x, y, dim=-1).mean()))
     return result
+
+
+class _Stop(Exception):
+    """Ends a forward once the wanted hidden state is captured (nothing above it is needed)."""
+
+
+def top_adapter_input(model: nn.Module, a_top: int, input_ids: torch.Tensor) -> torch.Tensor:
+    """The hidden state entering the first top-adapter block (or leaving the last block if a_top = 0),
+    as the model computes it; the forward stops there. Gradients follow the caller's mode: stage-1 KD
+    measurements call it under no_grad, the OT-KD distillation trains through it."""
+    blocks = find_block_stack(model).blocks
+    seen: list[torch.Tensor] = []
+    if a_top > 0:
+        def pre(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            seen.append(args[0] if args else kwargs["hidden_states"])
+            raise _Stop
+        handle = blocks[len(blocks) - a_top].register_forward_pre_hook(pre, with_kwargs=True)
+    else:
+        def post(_m: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+            seen.append(output[0] if isinstance(output, tuple) else output)
+            raise _Stop
+        handle = blocks[-1].register_forward_hook(post)
+    try:
+        with contextlib.suppress(_Stop):
+            model(input_ids=input_ids, use_cache=False)
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 def relative_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -14,17 +14,20 @@ measure.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from model_owner_server.emulators.calibration import ordinary_tokens, relative_error, sample_sequences
+from model_owner_server.emulators.calibration import (
+    ordinary_tokens,
+    relative_error,
+    sample_sequences,
+    top_adapter_input,
+)
 from shared.blocks import find_block_stack
 from shared.manifest import DistillRecord
 from shared.precision import fp32_master
@@ -36,43 +39,11 @@ DistillProgress = Callable[[float, str], None]  # (fraction done, message)
 class DistillSettings:
     """Sized so a 135M model distils in about the stage-1 budget on 2 CPU cores."""
 
-    steps: int = 250  # about 12 minutes for SmolLM2-135M on 2 idle cores (3 s a step)
+    steps: int = 250  # an estimate of 12 minutes for SmolLM2-135M on 2 idle cores (4 steps timed at 3 s)
     batch_size: int = 4
     seq_len: int = 256
     lr: float = 1e-4  # Offsite-Tuning's distillation rate
     check_sequences: int = 16
-
-
-class _Stop(Exception):
-    """Ends a forward once the hidden state entering the top adapter is captured."""
-
-
-@contextlib.contextmanager
-def _top_input(model: nn.Module, a_top: int) -> Iterator[list[torch.Tensor]]:
-    """While open, a forward of `model` appends the hidden state entering its top adapter (or leaving
-    its last block when a_top = 0) and stops there: nothing above it is needed."""
-    blocks = find_block_stack(model).blocks
-    seen: list[torch.Tensor] = []
-    if a_top > 0:
-        def pre(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            seen.append(args[0] if args else kwargs["hidden_states"])
-            raise _Stop
-        handle = blocks[len(blocks) - a_top].register_forward_pre_hook(pre, with_kwargs=True)
-    else:
-        def post(_m: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
-            seen.append(output[0] if isinstance(output, tuple) else output)
-            raise _Stop
-        handle = blocks[-1].register_forward_hook(post)
-    try:
-        yield seen
-    finally:
-        handle.remove()
-
-
-def _hidden(model: nn.Module, a_top: int, input_ids: torch.Tensor) -> torch.Tensor:
-    with _top_input(model, a_top) as seen, contextlib.suppress(_Stop):
-        model(input_ids=input_ids, use_cache=False)
-    return seen[0]
 
 
 @torch.no_grad()
@@ -81,7 +52,8 @@ def _check_error(full_targets: list[torch.Tensor], emulator: nn.Module, a_top: i
     errors = []
     for b, start in enumerate(range(0, sequences.shape[0], batch_size)):
         batch = sequences[start : start + batch_size]
-        errors.append(float(relative_error(ordinary_tokens(_hidden(emulator, a_top, batch)), full_targets[b])))
+        mixed = ordinary_tokens(top_adapter_input(emulator, a_top, batch))
+        errors.append(float(relative_error(mixed, full_targets[b])))
     return sum(errors) / len(errors)
 
 
@@ -106,10 +78,10 @@ def distill_kept_blocks(full_model: nn.Module, emulator: nn.Module, adapter_bott
     was_training = (full_model.training, emulator.training)
     full_model.eval()
     emulator.eval()  # no dropout: the target is deterministic
-    step = settings.batch_size
+    size = settings.batch_size
     with torch.no_grad():
-        check_targets = [ordinary_tokens(_hidden(full_model, adapter_top, check[i : i + step].to(device)))
-                         for i in range(0, check.shape[0], step)]
+        check_targets = [ordinary_tokens(top_adapter_input(full_model, adapter_top, check[i : i + size].to(device)))
+                         for i in range(0, check.shape[0], size)]
     before = _check_error(check_targets, emulator, adapter_top, check.to(device), settings.batch_size)
     original = [copy.deepcopy(block.state_dict()) for block in middle]
     frozen = [p for p in emulator.parameters() if p.requires_grad]
@@ -125,8 +97,8 @@ def distill_kept_blocks(full_model: nn.Module, emulator: nn.Module, adapter_bott
         for step in range(settings.steps):
             batch = sample_sequences(stream, settings.batch_size, settings.seq_len, generator).to(device)
             with torch.no_grad():
-                target = ordinary_tokens(_hidden(full_model, adapter_top, batch))
-            loss = relative_error(ordinary_tokens(_hidden(emulator, adapter_top, batch)), target)
+                target = ordinary_tokens(top_adapter_input(full_model, adapter_top, batch))
+            loss = relative_error(ordinary_tokens(top_adapter_input(emulator, adapter_top, batch)), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

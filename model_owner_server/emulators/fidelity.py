@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 
 from data_owner_client.tuning.batches import batches, encode
 from model_owner_server.base_models import LoadedBase
-from model_owner_server.emulators.calibration import ordinary_tokens, relative_error
+from model_owner_server.emulators.calibration import ordinary_tokens, relative_error, top_adapter_input
 from shared.blocks import find_block_stack
 from shared.corpora import calibration_split
 from shared.data_formats import TrainExample
@@ -37,32 +37,13 @@ class FidelityReport(BaseModel):
     grad_cosine: dict[int, float]  # full-model index of each adapter block -> cosine
 
 
-def _top_adapter_input(model: nn.Module, a_top: int, input_ids: torch.Tensor) -> torch.Tensor:
-    """The hidden state entering the first top-adapter block (or leaving the last block if a_top = 0)."""
-    blocks = find_block_stack(model).blocks
-    seen: list[torch.Tensor] = []
-    if a_top > 0:
-        def pre(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            seen.append((args[0] if args else kwargs["hidden_states"]).detach().float())
-        handle = blocks[len(blocks) - a_top].register_forward_pre_hook(pre, with_kwargs=True)
-    else:
-        def post(_m: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
-            seen.append((output[0] if isinstance(output, tuple) else output).detach().float())
-        handle = blocks[-1].register_forward_hook(post)
-    try:
-        with torch.no_grad():
-            model(input_ids=input_ids, use_cache=False)
-    finally:
-        handle.remove()
-    return seen[0]
-
-
 def kd_error(full: nn.Module, emulator: nn.Module, a_top: int, windows: torch.Tensor, batch_size: int = 8) -> float:
     errors = []
     for start in range(0, windows.shape[0], batch_size):
         batch = windows[start : start + batch_size]
-        target = ordinary_tokens(_top_adapter_input(full, a_top, batch))
-        mixed = ordinary_tokens(_top_adapter_input(emulator, a_top, batch))
+        with torch.no_grad():
+            target = ordinary_tokens(top_adapter_input(full, a_top, batch))
+            mixed = ordinary_tokens(top_adapter_input(emulator, a_top, batch))
         errors.append(float(relative_error(mixed, target)) * batch.shape[0])
     return sum(errors) / windows.shape[0]
 
