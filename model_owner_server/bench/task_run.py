@@ -116,13 +116,13 @@ def variant_spec(base: LoadedBase, profile: ImportanceProfile, variant: Variant)
 
 
 def variant_emulator(base: LoadedBase, spec: EmulatorSpec, profile: ImportanceProfile, workdir: Path,
-                  log: Log) -> tuple[Path, EmulatorManifest]:
+                     log: Log) -> tuple[Path, EmulatorManifest]:
     """Build the variant's emulator under `workdir`; a distilled one (minutes of training, the same for
     every task) is kept in the cache by its id and reused while its files verify."""
     if not spec.distills:
         out = workdir / "emulator"
         return out, build_emulator(base, spec, profile, out)
-    emulator_id = spec.emulator_id(base.weights_sha256, None, base.dtype)
+    emulator_id = spec.emulator_id(base.weights_sha256, profile.meta.profile_id, base.dtype)
     cached = cache_dir() / "bench-emulators" / emulator_id
     with contextlib.suppress(ArtifactError, OSError, ValueError):
         manifest = verify_emulator(cached)
@@ -138,8 +138,7 @@ def variant_emulator(base: LoadedBase, spec: EmulatorSpec, profile: ImportancePr
 
 def expected_emulator_id(base: LoadedBase, profile: ImportanceProfile, variant: Variant) -> str:
     """The id the current code would build for `variant` (cheap: nothing is built)."""
-    spec = variant_spec(base, profile, variant)
-    return spec.emulator_id(base.weights_sha256, profile.meta.profile_id if spec.uses_profile else None, base.dtype)
+    return variant_spec(base, profile, variant).emulator_id(base.weights_sha256, profile.meta.profile_id, base.dtype)
 
 
 def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant, train: list[TrainExample],

@@ -52,13 +52,15 @@ class EmulatorSpec(BaseModel):
         return self.method == "uniform" and self.options.distill
 
     def emulator_id(self, base_weights_sha256: str, profile_id: str | None, dtype: str = "float32") -> str:
-        """Same request, base weights, profile and dtype -> same id (float32 keeps the ids it always had)."""
+        """Same request, base weights, profile and dtype -> same id (float32 keeps the ids it always had).
+        The profile counts only for an emulator that uses one (`uses_profile`): a caller may pass its
+        profile for every variant."""
         payload = self.model_dump(mode="json", exclude={"base_model": True, "options": {"refit", "distill"}})
         if self.refits_harmonizers:  # only then do the weights differ: every other emulator keeps its earlier id
             payload["refit"] = True
         if self.distills:
             payload["distill"] = True
-        payload.update(base=base_weights_sha256, profile=profile_id)
+        payload.update(base=base_weights_sha256, profile=profile_id if self.uses_profile else None)
         if dtype != "float32":
             payload["dtype"] = dtype
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -82,3 +82,9 @@ def test_the_distilled_artifact_loads_and_generates(tmp_path: Path, monkeypatch:
     assert loaded.distill == manifest.distill and loaded.emulator_id == manifest.emulator_id
     out = emulator.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 7)
+
+
+def test_the_profile_counts_in_the_id_only_for_emulators_that_use_one() -> None:
+    assert _spec(True).emulator_id("sha", "p") == _spec(True).emulator_id("sha", None)
+    assert _spec(False).emulator_id("sha", "p") == _spec(False).emulator_id("sha", None)
+    assert _spec(False, "scaleot").emulator_id("sha", "p") != _spec(False, "scaleot").emulator_id("sha", None)
