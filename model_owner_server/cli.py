@@ -16,16 +16,14 @@ from model_owner_server import base_models
 from model_owner_server.bench.cli import bench_app
 from model_owner_server.cli_support import (
     USER_ERRORS,
+    Stage1Option,
     err,
     fail,
     one_line,
-    profile_lock_noting,
-    stage1_progress,
-    stage1_report,
     stage1_with_progress,
     stage2_columns,
 )
-from model_owner_server.emulators.profile import Stage1Config
+from model_owner_server.emulators.profile import stage1_config
 from model_owner_server.emulators.spec import EmulatorSpec
 from shared.assets import AssetError
 from shared.manifest import EmulatorOptions
@@ -103,7 +101,7 @@ def emulators_build(
     distill: Annotated[bool, typer.Option(
         help="uniform only: distil the kept blocks toward the full model (Offsite-Tuning's OT-KD emulator; "
              "about 12 min for 135M on 2 cores)")] = False,
-    stage1_steps: Annotated[int | None, typer.Option(help="override stage-1 steps (default config otherwise)")] = None,
+    stage1: Stage1Option = "",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Build an emulator (running stage 1 first if the base model has no cached profile)."""
@@ -129,10 +127,7 @@ def emulators_build(
         spec.check_against(base.num_layers)
         profile = None
         if spec.uses_profile:
-            config = Stage1Config(adapter_bottom=adapter_bottom, adapter_top=adapter_top)
-            if stage1_steps is not None:
-                config = config.model_copy(update={"steps": stage1_steps})
-            profile = stage1_with_progress(base, config)
+            profile = stage1_with_progress(base, stage1_config(stage1, adapter_bottom, adapter_top))
         with progress(err, "generating the emulator", stage2_columns(), total=1.0, unit=None) as reporter:
             manifest = build_emulator(base, spec, profile, out,
                                       on_progress=lambda f, m: reporter.update(f, description=m))
@@ -157,46 +152,18 @@ def emulators_stage1(
     nproc: Annotated[int, typer.Option(min=1, help="processes; > 1 runs torchrun with DDP (batch size must divide)")
                      ] = 1,
     device: Annotated[str, typer.Option(help="cpu, or cuda (runs under torchrun, one GPU per process, nccl)")] = "cpu",
-    steps: Annotated[int | None, typer.Option(help="override stage-1 steps")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="override the global batch size")] = None,
-    seq_len: Annotated[int | None, typer.Option(help="override tokens per sequence")] = None,
-    harmonizer_rank: Annotated[int | None, typer.Option(help="override the harmonizer rank")] = None,
-    seed: Annotated[int | None, typer.Option(help="override the seed")] = None,
+    stage1: Stage1Option = "",
     adapter_bottom: Annotated[int, typer.Option(help="first blocks kept as adapter")] = 2,
     adapter_top: Annotated[int, typer.Option(help="last blocks kept as adapter")] = 2,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run stage 1 into the profile cache (same profile for any --nproc); `emulators build` reuses it."""
-    import tempfile
-
-    from model_owner_server.emulators.profile import find_profile, profile_id
-    from model_owner_server.emulators.stage1_launch import Stage1ProcessError, run_stage1_processes
+    from model_owner_server.emulators.stage1_launch import Stage1ProcessError
 
     if device not in ("cpu", "cuda"):
         fail(f"--device must be cpu or cuda, not {device!r}")
-    overrides = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "harmonizer_rank": harmonizer_rank,
-                 "seed": seed}
     try:
-        config = Stage1Config.model_validate({"adapter_bottom": adapter_bottom, "adapter_top": adapter_top,
-                                              **{k: v for k, v in overrides.items() if v is not None}})
-        if nproc == 1 and device == "cpu":
-            with activity(err, f"loading {model}"):
-                base = base_models.load_base_model(model)
-            profile = stage1_with_progress(base, config)
-        else:
-            pid = profile_id(base_models.weights_sha256(model), config)
-            with profile_lock_noting(pid):
-                found = find_profile(pid)
-                if found is None:
-                    with stage1_progress(config) as reporter, \
-                            tempfile.TemporaryDirectory(prefix="scaleot-stage1-") as work:
-                        run_stage1_processes(model, config, nproc, Path(work), device=device,
-                                             on_progress=stage1_report(reporter))
-                    found = find_profile(pid)
-            if found is None:
-                fail(f"stage 1 finished but profile {pid} is not in the cache", 1)
-                return
-            profile = found
+        profile = stage1_with_progress(model, stage1_config(stage1, adapter_bottom, adapter_top), nproc, device)
     except Stage1ProcessError as exc:
         fail(str(exc), 1)
         return

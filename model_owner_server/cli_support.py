@@ -3,8 +3,9 @@ console and one-line user errors, and stage 1 with a progress bar or plain lines
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -56,18 +57,25 @@ def _stage1_columns() -> tuple[ProgressColumn, ...]:
     )
 
 
-def stage1_with_progress(base: base_models.LoadedBase, config: Stage1Config) -> ImportanceProfile:
-    from model_owner_server.emulators.profile import find_profile
-    from model_owner_server.emulators.stage1 import base_profile_id, ensure_profile
+STAGE1_HELP = ("stage-1 settings as a JSON object of Stage1Config fields, e.g. '{\"steps\": 40, \"batch_size\": 2}' "
+               "(part of the profile and emulator ids; unset: the measured defaults)")
+Stage1Option = Annotated[str, typer.Option("--stage1", help=STAGE1_HELP)]
 
-    pid = base_profile_id(base, config)
-    with profile_lock_noting(pid):
-        cached = find_profile(pid)
-        if cached is not None:
-            err.print(f"using cached stage-1 profile {cached.meta.profile_id}")
-            return cached
-        with stage1_progress(config) as reporter:
-            return ensure_profile(base, config, on_progress=stage1_report(reporter))
+
+def stage1_with_progress(base: base_models.LoadedBase | str, config: Stage1Config, nproc: int = 1,
+                         device: str = "cpu") -> ImportanceProfile:
+    """`obtain_profile` with a progress bar (plain lines without a terminal) and its notices on stderr."""
+    from model_owner_server.emulators.obtain import obtain_profile
+
+    with ExitStack() as opened:
+        reporter: list[ProgressReporter] = []
+
+        def start() -> None:  # no bar for a cached profile
+            reporter.append(opened.enter_context(stage1_progress(config)))
+
+        return obtain_profile(base, config, nproc=nproc, device=device, on_start=start,
+                              on_progress=lambda p: stage1_report(reporter[0])(p),
+                              on_notice=err.print)
 
 
 def stage1_progress(config: Stage1Config) -> AbstractContextManager[ProgressReporter]:
@@ -87,12 +95,3 @@ def stage1_report(reporter: ProgressReporter) -> Callable[[Stage1Progress], None
         reporter.update(p.step, total=p.total, loss=p.loss, reward=p.reward)
 
     return report
-
-
-@contextmanager
-def profile_lock_noting(pid: str) -> Iterator[None]:
-    """The profile's lock (one stage-1 run per profile across processes), saying so if it has to wait."""
-    from model_owner_server.emulators.profile_lock import profile_lock
-
-    with profile_lock(pid, on_wait=lambda: err.print(f"another process is training profile {pid}; waiting")):
-        yield

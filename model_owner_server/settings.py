@@ -7,14 +7,16 @@ Outside `SCALEOT_ENVIRONMENT=development` a missing or default admin key is refu
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model_owner_server.emulators.profile import Stage1Config, parse_stage1_overrides
 from shared.precision import DtypeName, parse_dtype
 
 DEFAULT_ADMIN_KEY = "change-me"
@@ -47,10 +49,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(2, ge=1, description="runs of a job before an orphaned job is failed")
     plugged_cache_size: int = Field(2, ge=1, description="plugged full models kept in memory (LRU)")
     base_cache_size: int = Field(2, ge=1, description="base models kept loaded in one process (LRU)")
-    stage1_steps: int | None = Field(None, ge=1, description="override stage-1 steps (default config otherwise)")
-    stage1_batch_size: int | None = Field(None, ge=1)
-    stage1_seq_len: int | None = Field(None, ge=8)
-    stage1_harmonizer_rank: int | None = Field(None, ge=1)
+    stage1: dict[str, Any] = Field(
+        default_factory=dict, description="stage-1 overrides as one JSON object of Stage1Config fields, e.g. "
+        '{"steps": 150, "batch_size": 2} (part of the profile and emulator ids); unset: the measured defaults')
     stage1_nproc: int = Field(1, ge=1, description="processes of stage 1; > 1 runs it under torchrun (DDP) as a "
                               "subprocess of the worker; the stage-1 batch size must divide by it")
     stage1_device: Literal["cpu", "cuda"] = Field("cpu", description="device of the stage-1 subprocess ranks "
@@ -84,6 +85,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _stage1_overrides_are_stage1_settings(self) -> Settings:
+        legacy = sorted(f"SCALEOT_STAGE1_{name.upper()}" for name in Stage1Config.model_fields
+                        if f"SCALEOT_STAGE1_{name.upper()}" in os.environ)
+        if legacy:
+            raise ValueError(f"{', '.join(legacy)} no longer read: put stage-1 settings in one JSON object, e.g. "
+                             'SCALEOT_STAGE1=\'{"steps": 150, "batch_size": 2}\'')
+        parse_stage1_overrides(self.stage1)
+        return self
+
+    @model_validator(mode="after")
     def _float16_needs_a_gpu(self) -> Settings:
         if self.dtype == "float16":  # base models, emulators and generation run in the API/worker, on the CPU
             raise ValueError("SCALEOT_DTYPE=float16 needs a GPU, and this service runs base models, emulators and "
@@ -108,15 +119,6 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
-
-    def stage1_overrides(self) -> dict[str, int]:
-        values = {
-            "steps": self.stage1_steps,
-            "batch_size": self.stage1_batch_size,
-            "seq_len": self.stage1_seq_len,
-            "harmonizer_rank": self.stage1_harmonizer_rank,
-        }
-        return {k: v for k, v in values.items() if v is not None}
 
 
 @lru_cache

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from model_owner_server.cli_support import Stage1Option
+
 bench_app = typer.Typer(help="Benchmarks (print a table, write JSON + markdown).", no_args_is_help=True)
 
 
@@ -14,7 +16,7 @@ bench_app = typer.Typer(help="Benchmarks (print a table, write JSON + markdown).
 def bench_emulators(
     model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    stage1_steps: Annotated[int | None, typer.Option(help="stage-1 steps (default config otherwise)")] = None,
+    stage1: Stage1Option = "",
     n_windows: Annotated[int, typer.Option(help="perplexity windows per corpus")] = 24,
     window: Annotated[int, typer.Option(help="tokens per window")] = 256,
     quick: Annotated[bool, typer.Option(help="alpha 0.5 only, beta 0 and 0.5, no ablations")] = False,
@@ -22,10 +24,14 @@ def bench_emulators(
     """Emulator perplexity (held-out calibration, KJV), size and build time: scaleot vs uniform vs full."""
     from model_owner_server import base_models
     from model_owner_server.bench import emulator_quality
-    from model_owner_server.cli_support import stage1_with_progress
-    from model_owner_server.emulators.profile import Stage1Config
+    from model_owner_server.cli_support import USER_ERRORS, fail, one_line, stage1_with_progress
+    from model_owner_server.emulators.profile import stage1_config
 
-    config = Stage1Config() if stage1_steps is None else Stage1Config(steps=stage1_steps)
+    try:
+        config = stage1_config(stage1, 2, 2)
+    except USER_ERRORS as exc:
+        fail(one_line(exc))
+        return
     profile = stage1_with_progress(base_models.load_base_model(model), config)
     alphas = (0.5,) if quick else emulator_quality.ALPHAS
     result = emulator_quality.run(
@@ -224,11 +230,9 @@ def bench_flow(
 def bench_stage1_ddp(
     model: Annotated[str, typer.Option(help="base model")] = "tiny-llama",
     nproc: Annotated[int, typer.Option(help="processes of the DDP run")] = 2,
-    steps: Annotated[int, typer.Option(help="stage-1 steps")] = 40,
-    batch_size: Annotated[int, typer.Option(help="global batch (divisible by --nproc)")] = 4,
-    seq_len: Annotated[int, typer.Option(help="tokens per sequence")] = 64,
-    harmonizer_rank: Annotated[int | None, typer.Option(help="harmonizer rank (default config otherwise)")] = None,
-    seed: Annotated[int, typer.Option(help="stage-1 seed")] = 0,
+    stage1: Annotated[str, typer.Option("--stage1", help="stage-1 settings as a JSON object (the global batch_size "
+                                                         "divisible by --nproc)")
+                      ] = '{"steps": 40, "batch_size": 4, "seq_len": 64}',
     adapter_bottom: Annotated[int, typer.Option(help="first blocks kept as adapter")] = 2,
     adapter_top: Annotated[int, typer.Option(help="last blocks kept as adapter")] = 2,
     single_threads: Annotated[int | None, typer.Option(help="torch threads of the single run (default: torch's)")
@@ -237,14 +241,14 @@ def bench_stage1_ddp(
 ) -> None:
     """Stage 1 under torchrun (DDP, gloo) vs one process: importance ranking agreement and time per step."""
     from model_owner_server.bench import stage1_ddp
-    from model_owner_server.cli_support import fail
-    from model_owner_server.emulators.profile import Stage1Config
+    from model_owner_server.cli_support import USER_ERRORS, fail, one_line
+    from model_owner_server.emulators.profile import stage1_config
 
-    values: dict[str, object] = {"steps": steps, "batch_size": batch_size, "seq_len": seq_len, "seed": seed,
-                                 "adapter_bottom": adapter_bottom, "adapter_top": adapter_top}
-    if harmonizer_rank is not None:
-        values["harmonizer_rank"] = harmonizer_rank
-    config = Stage1Config.model_validate(values)
+    try:
+        config = stage1_config(stage1, adapter_bottom, adapter_top)
+    except USER_ERRORS as exc:
+        fail(one_line(exc))
+        return
     try:
         result = stage1_ddp.run(model, config, nproc, out, single_threads=single_threads)
     except ValueError as exc:

@@ -21,9 +21,9 @@ from model_owner_server.base_models import load_base_model
 from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import generate_emulator
 from model_owner_server.emulators.fidelity import emulator_fidelity
+from model_owner_server.emulators.obtain import obtain_profile
 from model_owner_server.emulators.profile import Stage1Config
 from model_owner_server.emulators.spec import EmulatorSpec
-from model_owner_server.emulators.stage1 import ensure_profile
 from shared.tasks import as_training_examples, load_mc_task
 
 
@@ -40,7 +40,7 @@ def run(model: str, weights: list[float], alpha: float, task: str, n_batches: in
     for weight in weights:
         config = Stage1Config(jac_weight=weight)
         started = time.perf_counter()
-        profile = ensure_profile(base, config)
+        profile = obtain_profile(base, config)
         stage1_s = time.perf_counter() - started
         spec = EmulatorSpec(base_model=base.name, alpha=alpha, beta=0.0, adapter_bottom=config.adapter_bottom,
                             adapter_top=config.adapter_top)

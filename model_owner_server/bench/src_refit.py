@@ -22,10 +22,10 @@ from model_owner_server.base_models import load_base_model
 from model_owner_server.bench.output import write_result
 from model_owner_server.emulators.build import generate_emulator
 from model_owner_server.emulators.fidelity import held_out_windows
+from model_owner_server.emulators.obtain import obtain_profile
 from model_owner_server.emulators.profile import Stage1Config
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.src_refit import RefitSettings
-from model_owner_server.emulators.stage1 import ensure_profile
 from shared.manifest import EmulatorOptions
 from shared.perplexity import perplexity
 
@@ -35,7 +35,7 @@ def run(model: str, alpha: float, betas: list[float], out_dir: Path) -> dict[str
     for p in base.model.parameters():
         p.requires_grad_(False)
     config = Stage1Config()
-    profile = ensure_profile(base, config)  # the default profile (cached: the other benchmarks use it too)
+    profile = obtain_profile(base, config)  # the default profile (cached: the other benchmarks use it too)
     windows = held_out_windows(base.tokenizer)
     full = perplexity(base.model, windows)
     print(f"full model: perplexity {full:.2f}", flush=True)

@@ -25,11 +25,12 @@ from model_owner_server.emulators.build import generate_emulator
 from model_owner_server.emulators.calibration import block_influence, capture_middle, sample_sequences
 from model_owner_server.emulators.fidelity import held_out_windows
 from model_owner_server.emulators.harmonizer_fit import fit_all
+from model_owner_server.emulators.obtain import obtain_profile
 from model_owner_server.emulators.policy import deployed_mask
 from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config
 from model_owner_server.emulators.selection import middle_indices, n_replaced
 from model_owner_server.emulators.spec import EmulatorSpec
-from model_owner_server.emulators.stage1 import ensure_profile, token_stream
+from model_owner_server.emulators.stage1 import token_stream
 from model_owner_server.emulators.stage1_init import HELD_OUT_SEQUENCES
 from shared.blocks import activation_name, find_block_stack, set_block_stack, text_config
 from shared.corpora import calibration_split
@@ -116,7 +117,7 @@ def run(model: str, ranks: list[int], out_dir: Path, with_profile: bool = True) 
     rows = training_free_rows(base, config, ranks, windows, log)
     profile_id = None
     if with_profile:
-        profile = ensure_profile(base, config)
+        profile = obtain_profile(base, config)
         profile_id = profile.meta.profile_id
         rows += profile_rows(base, profile, windows, log)
     result = {"benchmark": "stage1-ablation", "model": model, "full_ppl": full, "alphas": list(ALPHAS),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -57,6 +58,38 @@ class Stage1Config(BaseModel):
 
     def harmonizer_config(self, activation: str) -> HarmonizerConfig:
         return HarmonizerConfig(rank=self.harmonizer_rank, activation=activation)
+
+
+ADAPTER_FIELDS = ("adapter_bottom", "adapter_top")  # from the emulator request, never from overrides
+
+
+def parse_stage1_overrides(overrides: Mapping[str, Any] | str) -> dict[str, Any]:
+    """Stage-1 overrides (the service's SCALEOT_STAGE1, the CLI's --stage1): a JSON object of Stage1Config
+    fields other than the adapter split, e.g. {"steps": 40, "batch_size": 2}; each value is validated."""
+    if isinstance(overrides, str):
+        try:
+            overrides = json.loads(overrides) if overrides.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"stage-1 overrides must be a JSON object such as '{{\"steps\": 40}}': {exc}") from None
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"stage-1 overrides must be a JSON object such as '{{\"steps\": 40}}', "
+                         f"not {type(overrides).__name__}")
+    settable = [name for name in Stage1Config.model_fields if name not in ADAPTER_FIELDS]
+    adapter = sorted(set(overrides) & set(ADAPTER_FIELDS))
+    if adapter:
+        raise ValueError(f"stage-1 overrides cannot set {', '.join(adapter)}: the adapter split comes from the "
+                         "emulator (--adapter-bottom/--adapter-top, or the request)")
+    unknown = sorted(set(overrides) - set(settable))
+    if unknown:
+        raise ValueError(f"unknown stage-1 setting(s) {', '.join(unknown)}; known: {', '.join(settable)}")
+    Stage1Config.model_validate(dict(overrides))  # each value's own error, naming the field
+    return dict(overrides)
+
+
+def stage1_config(overrides: Mapping[str, Any] | str, adapter_bottom: int, adapter_top: int) -> Stage1Config:
+    """The one way a stage-1 config is made from an adapter split and overrides."""
+    values = parse_stage1_overrides(overrides)
+    return Stage1Config.model_validate({**values, "adapter_bottom": adapter_bottom, "adapter_top": adapter_top})
 
 
 class CurvePoint(BaseModel):

@@ -32,8 +32,8 @@ def env(tmp_path: Path) -> dict[str, str]:
     values = dict(os.environ)
     values.update({
         "SCALEOT_DATA_DIR": str(tmp_path / "server"), "SCALEOT_ADMIN_KEY": ADMIN_KEY,
-        "SCALEOT_MODELS": '["tiny-llama"]', "SCALEOT_STAGE1_STEPS": "2", "SCALEOT_STAGE1_BATCH_SIZE": "2",
-        "SCALEOT_STAGE1_SEQ_LEN": "32", "SCALEOT_STAGE1_HARMONIZER_RANK": "8", "SCALEOT_WORKER_POLL_S": "0.2",
+        "SCALEOT_MODELS": '["tiny-llama"]', "SCALEOT_WORKER_POLL_S": "0.2",
+        "SCALEOT_STAGE1": '{"steps": 2, "batch_size": 2, "seq_len": 32, "harmonizer_rank": 8}',
         "SCALEOT_CONFIG_DIR": str(tmp_path / "client-config"), "SCALEOT_EVAL_LIMIT": "8",
     })
     values.pop("SCALEOT_URL", None)

@@ -56,10 +56,10 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": fresh_postgres_database(),
         "data_dir": data_dir, "admin_key": ADMIN_KEY, "models": TINY, "max_upload_bytes": 4_000_000,
-        "stage1_steps": 2, "stage1_batch_size": 2, "stage1_seq_len": 32, "stage1_harmonizer_rank": 8,
         "heartbeat_s": 0.2, "lease_s": 30.0, "worker_poll_s": 0.1, "eval_limit": 8,
     }
-    values.update(overrides)
+    stage1 = {"steps": 2, "batch_size": 2, "seq_len": 32, "harmonizer_rank": 8, **overrides.pop("stage1", {})}
+    values.update(overrides, stage1=stage1)
     return Settings(**values)
 
 

@@ -67,7 +67,7 @@ def run_in_thread(worker: Worker) -> threading.Thread:
 
 
 def test_cancel_running_job_and_release_on_shutdown(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data", stage1_steps=100_000)
+    settings = make_settings(tmp_path / "data", stage1={"steps": 100_000})
     with TestClient(create_app(settings)) as client:
         alice = new_owner(client, "alice")
         emulator_id = client.post("/v1/emulators", json=LONG_STAGE1, headers=alice).json()["id"]
@@ -106,7 +106,7 @@ def test_two_workers_train_a_shared_profile_once(tmp_path: Path, monkeypatch: An
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(stage1, "run_stage1", counted)
-    settings = make_settings(tmp_path / "data", stage1_steps=150)
+    settings = make_settings(tmp_path / "data", stage1={"steps": 150})
     with TestClient(create_app(settings)) as client:
         alice = new_owner(client, "alice")
         ids = [client.post("/v1/emulators", json={**LONG_STAGE1, "alpha": alpha}, headers=alice).json()["id"]

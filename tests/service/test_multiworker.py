@@ -48,15 +48,15 @@ def jobs(engine: Engine) -> list[Job]:
 
 
 def test_three_workers_run_every_job_exactly_once_and_recover_a_killed_one(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data", models=BASES, stage1_steps=150)
+    settings = make_settings(tmp_path / "data", models=BASES, stage1={"steps": 150})
     backend = make_url(settings.db_url).get_backend_name()
     print(f"multi-worker test on {backend}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEOT_") or k == "SCALEOT_CACHE_DIR"}
     env.update(SCALEOT_DATA_DIR=str(settings.data_dir), SCALEOT_DATABASE_URL=settings.db_url,
                SCALEOT_ADMIN_KEY=ADMIN_KEY, SCALEOT_MODELS='["' + '", "'.join(BASES) + '"]',
                SCALEOT_LEASE_S="4", SCALEOT_HEARTBEAT_S="0.4", SCALEOT_WORKER_POLL_S="0.2",
-               SCALEOT_STAGE1_STEPS="150", SCALEOT_STAGE1_BATCH_SIZE="2", SCALEOT_STAGE1_SEQ_LEN="32",
-               SCALEOT_STAGE1_HARMONIZER_RANK="8", OMP_NUM_THREADS="1")
+               SCALEOT_STAGE1='{"steps": 150, "batch_size": 2, "seq_len": 32, "harmonizer_rank": 8}',
+               OMP_NUM_THREADS="1")
     with TestClient(create_app(settings)) as client:
         alice = new_owner(client, "alice")
         ids = []

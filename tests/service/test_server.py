@@ -89,8 +89,9 @@ def server_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCALEOT_") or k == "SCALEOT_CACHE_DIR"}
     env.update(SCALEOT_DATA_DIR=str(tmp_path / "data"), SCALEOT_ADMIN_KEY=ADMIN_KEY,
                SCALEOT_MODELS='["tiny-gpt2", "tiny-llama"]', SCALEOT_LEASE_S="2", SCALEOT_HEARTBEAT_S="0.3",
-               SCALEOT_WORKER_POLL_S="0.2", SCALEOT_STAGE1_STEPS="150", SCALEOT_STAGE1_BATCH_SIZE="2",
-               SCALEOT_STAGE1_SEQ_LEN="32", SCALEOT_STAGE1_HARMONIZER_RANK="8", OMP_NUM_THREADS="1")
+               SCALEOT_WORKER_POLL_S="0.2",
+               SCALEOT_STAGE1='{"steps": 150, "batch_size": 2, "seq_len": 32, "harmonizer_rank": 8}',
+               OMP_NUM_THREADS="1")
     database = fresh_postgres_database()  # the Postgres pass of .ci/run: restart survival on a real server
     if database:
         env["SCALEOT_DATABASE_URL"] = database

@@ -48,7 +48,7 @@ def step_of(message: str) -> int:
 
 
 def test_worker_runs_stage1_on_two_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = make_settings(tmp_path / "data", stage1_nproc=2, stage1_steps=3)
+    settings = make_settings(tmp_path / "data", stage1_nproc=2, stage1={"steps": 3})
     messages: list[str] = []
     real_report = queue.report
 
@@ -69,7 +69,7 @@ def test_worker_runs_stage1_on_two_processes(tmp_path: Path, monkeypatch: pytest
 
 
 def test_shutdown_resumes_and_cancel_stops_the_process_tree(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data", stage1_nproc=2, stage1_steps=100_000)
+    settings = make_settings(tmp_path / "data", stage1_nproc=2, stage1={"steps": 100_000})
     with TestClient(create_app(settings)) as client:
         alice = new_owner(client, "alice")
         emulator_id = client.post("/v1/emulators", json=LONG_STAGE1, headers=alice).json()["id"]
@@ -101,7 +101,7 @@ def test_shutdown_resumes_and_cancel_stops_the_process_tree(tmp_path: Path) -> N
 
 
 def test_batch_size_not_divisible_by_nproc_fails_the_job_clearly(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data", stage1_nproc=2, stage1_batch_size=3)
+    settings = make_settings(tmp_path / "data", stage1_nproc=2, stage1={"batch_size": 3})
     with TestClient(create_app(settings)) as client:
         alice = new_owner(client, "alice")
         emulator_id = client.post("/v1/emulators", json=LONG_STAGE1, headers=alice).json()["id"]

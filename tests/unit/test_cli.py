@@ -95,8 +95,9 @@ def test_stage1_waits_for_another_process_training_the_same_profile() -> None:
     config = Stage1Config(steps=2, batch_size=2, seq_len=32, harmonizer_rank=8, adapter_bottom=1, adapter_top=1)
     pid = profile_id(weights_sha256("tiny-llama"), config)
     command = [sys.executable, "-c", "from model_owner_server.cli import app; app()", "emulators", "stage1",
-               "--model", "tiny-llama", "--steps", "2", "--batch-size", "2", "--seq-len", "32",
-               "--harmonizer-rank", "8", "--adapter-bottom", "1", "--adapter-top", "1"]
+               "--model", "tiny-llama", "--stage1",
+               '{"steps": 2, "batch_size": 2, "seq_len": 32, "harmonizer_rank": 8}',
+               "--adapter-bottom", "1", "--adapter-top", "1"]
     lines: list[str] = []
     with profile_lock(pid):
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)

@@ -104,8 +104,8 @@ def test_scaleot_wait_prints_progress_lines(capsys: pytest.CaptureFixture[str], 
 
 
 def test_scaleot_server_stage1_prints_progress_lines(every_update: None) -> None:
-    result = runner.invoke(server_app, ["emulators", "stage1", "--model", "tiny-llama", "--steps", "3",
-                                        "--batch-size", "2", "--seq-len", "32", "--harmonizer-rank", "8",
+    result = runner.invoke(server_app, ["emulators", "stage1", "--model", "tiny-llama", "--stage1",
+                                        '{"steps": 3, "batch_size": 2, "seq_len": 32, "harmonizer_rank": 8}',
                                         "--adapter-bottom", "1", "--adapter-top", "1"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("stage 1 (Dynamic LayerReplace)")]

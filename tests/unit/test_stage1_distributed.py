@@ -8,6 +8,7 @@ gradients, the single process sums one full batch). The tolerances below leave a
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -82,11 +83,11 @@ def test_failing_processes_report_the_error(tmp_path: Path) -> None:
 
 def test_cli_stage1(tmp_path: Path) -> None:
     runner = CliRunner()
-    common = ["emulators", "stage1", "--model", "tiny-llama", "--adapter-bottom", "1", "--adapter-top", "1",
-              "--steps", "2", "--seq-len", "32", "--harmonizer-rank", "8"]
-    bad = runner.invoke(app, [*common, "--nproc", "2", "--batch-size", "3"])
+    common = ["emulators", "stage1", "--model", "tiny-llama", "--adapter-bottom", "1", "--adapter-top", "1"]
+    settings = {"steps": 2, "seq_len": 32, "harmonizer_rank": 8}
+    bad = runner.invoke(app, [*common, "--nproc", "2", "--stage1", json.dumps({**settings, "batch_size": 3})])
     assert bad.exit_code == 2 and "batch_size 3 is not divisible by 2 processes" in bad.output
-    ok = runner.invoke(app, [*common, "--batch-size", "2"])
+    ok = runner.invoke(app, [*common, "--stage1", json.dumps({**settings, "batch_size": 2})])
     assert ok.exit_code == 0, ok.output
     assert "2 steps" in ok.stdout and "least important first" in ok.stdout
 

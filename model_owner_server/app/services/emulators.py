@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.errors import Conflict, Unprocessable
-from model_owner_server.app.services.ids import emulator_id, stage1_config
+from model_owner_server.app.services.ids import emulator_id, spec_stage1_config
 from model_owner_server.base_models import BaseModelError
 from model_owner_server.db.models import FINISHED, Emulator, EmulatorGrant, Job, JobKind, JobState
 from model_owner_server.emulators.spec import EmulatorSpec
@@ -36,7 +36,7 @@ def resolve(state: AppState, spec: EmulatorSpec) -> tuple[str, str | None]:
                        f"runs `scaleot-server models prepare {spec.base_model}`") from exc
     try:
         spec.check_against(base.num_layers)
-        stage1 = stage1_config(spec, state.settings.stage1_overrides())
+        stage1 = spec_stage1_config(spec, state.settings.stage1)
     except ValueError as exc:
         raise Unprocessable(str(exc)) from exc
     return emulator_id(spec, base, stage1), stage1.model_dump_json() if stage1 else None
