@@ -64,30 +64,18 @@ def bench_paper_table(
     restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
 ) -> None:
     """Offsite-tuning matrix with paired CIs; resumable: the same command again skips finished tasks."""
-    from dataclasses import replace
-
     from model_owner_server import base_models
     from model_owner_server.bench import options, paper_table
     from model_owner_server.bench.run_state import StateMismatchError
     from model_owner_server.cli_support import fail, stage1_with_progress
     from model_owner_server.emulators.profile import Stage1Config
 
-    budget = paper_table.QUICK if quick else paper_table.STANDARD
     try:
         names = options.parse_tasks(tasks or ",".join(paper_table.QUICK_TASKS if quick else paper_table.STANDARD_TASKS))
         parsed = options.parse_variants(variants, alpha)
-        updates: dict[str, object] = {k: v for k, v in {"n_train": n_train, "n_valid": n_valid, "n_test": n_test,
-                                                        "fidelity_batches": fidelity_batches}.items() if v is not None}
-        if seeds is not None:
-            updates["seeds"] = options.parse_ints(seeds, "--seeds")
-        if lr_grid is not None:
-            updates["lr_grid"] = options.parse_floats(lr_grid, "--lr-grid")
-        if full_lr_grid is not None:
-            updates["full_lr_grid"] = () if full_lr_grid == "none" else options.parse_floats(full_lr_grid,
-                                                                                             "--full-lr-grid")
-        if epochs is not None:
-            updates["tuning"] = budget.tuning.model_copy(update={"epochs": epochs})
-        budget = replace(budget, **updates)  # type: ignore[arg-type]
+        budget = options.override_budget(
+            paper_table.QUICK if quick else paper_table.STANDARD, n_train=n_train, n_valid=n_valid, n_test=n_test,
+            seeds=seeds, lr_grid=lr_grid, full_lr_grid=full_lr_grid, epochs=epochs, fidelity_batches=fidelity_batches)
     except ValueError as exc:
         fail(str(exc))
         return
@@ -119,25 +107,18 @@ def bench_frontier(
     restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
 ) -> None:
     """Sweep (alpha, beta) from one profile: privacy-utility frontier and the recommended dial settings."""
-    from dataclasses import replace
-
     from model_owner_server import base_models
     from model_owner_server.bench import frontier, frontier_report, options
     from model_owner_server.bench.run_state import StateMismatchError
     from model_owner_server.cli_support import fail, stage1_with_progress
     from model_owner_server.emulators.profile import Stage1Config
 
-    budget = frontier.QUICK if quick else frontier.STANDARD
     try:
         names = options.parse_tasks(tasks)
         alpha_grid = options.parse_floats(alphas, "--alphas")
         beta_grid = options.parse_floats(betas, "--betas")
-        updates: dict[str, object] = {k: v for k, v in {"n_train": n_train, "n_test": n_test}.items() if v is not None}
-        if seeds is not None:
-            updates["seeds"] = options.parse_ints(seeds, "--seeds")
-        if lr_grid is not None:
-            updates["lr_grid"] = options.parse_floats(lr_grid, "--lr-grid")
-        budget = replace(budget, **updates)  # type: ignore[arg-type]
+        budget = options.override_budget(frontier.QUICK if quick else frontier.STANDARD, n_train=n_train,
+                                         n_test=n_test, seeds=seeds, lr_grid=lr_grid)
     except ValueError as exc:
         fail(str(exc))
         return

@@ -1,8 +1,10 @@
-"""Parsing of the benchmark commands' list options (shared by paper-table and frontier)."""
+"""Parsing of the benchmark commands' list options and budget overrides (shared by paper-table and frontier)."""
 
 from __future__ import annotations
 
-from model_owner_server.bench.task_run import Variant
+from dataclasses import replace
+
+from model_owner_server.bench.task_run import Budget, Variant
 from shared.tasks import TASKS
 
 METHODS = ("scaleot", "uniform", "ot-kd")  # ot-kd: uniform LayerDrop + distillation (Offsite-Tuning)
@@ -58,3 +60,23 @@ def parse_variants(text: str, alpha: float) -> list[Variant]:
     if not variants or len({v.label for v in variants}) != len(variants):
         raise ValueError(f"--variants needs distinct variants, got {text!r}")
     return variants
+
+
+def override_budget(budget: Budget, *, n_train: int | None = None, n_valid: int | None = None,
+                    n_test: int | None = None, seeds: str | None = None, lr_grid: str | None = None,
+                    full_lr_grid: str | None = None, epochs: int | None = None,
+                    fidelity_batches: int | None = None) -> Budget:
+    """`budget` with the options the user gave (None keeps the budget's value); the list options are the
+    raw comma-separated text, so a bad one is a ValueError naming its option. `full_lr_grid` 'none':
+    no full-parameter row."""
+    updates: dict[str, object] = {k: v for k, v in {"n_train": n_train, "n_valid": n_valid, "n_test": n_test,
+                                                    "fidelity_batches": fidelity_batches}.items() if v is not None}
+    if seeds is not None:
+        updates["seeds"] = parse_ints(seeds, "--seeds")
+    if lr_grid is not None:
+        updates["lr_grid"] = parse_floats(lr_grid, "--lr-grid")
+    if full_lr_grid is not None:
+        updates["full_lr_grid"] = () if full_lr_grid == "none" else parse_floats(full_lr_grid, "--full-lr-grid")
+    if epochs is not None:
+        updates["tuning"] = budget.tuning.model_copy(update={"epochs": epochs})
+    return replace(budget, **updates)  # type: ignore[arg-type]
