@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from model_owner_server.bench.gap_chart import gap_chart
 from model_owner_server.bench.paper_report import format_ci, format_num
 
 RULE = (
@@ -43,40 +44,28 @@ def markdown(result: dict[str, Any]) -> str:
 
 def chart(result: dict[str, Any], path: Path) -> None:
     """Privacy gap (x) vs utility gap (y): ScaleOT lines per alpha through beta, uniform squares, front."""
-    import matplotlib
+    from matplotlib import rcParams
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    alphas = sorted({p["alpha"] for p in result["points"]})
-    for i, alpha in enumerate(alphas):
-        colour = colours[i % len(colours)]
-        line = sorted((p for p in result["points"] if p["method"] == "scaleot" and p["alpha"] == alpha),
-                      key=lambda p: p["beta"])
-        xs = [p["privacy_gap"]["mean"] for p in line]
-        ys = [p["utility_gap"]["mean"] for p in line]
-        ax.plot(xs, ys, "-o", color=colour, label=f"scaleot alpha {alpha:g} (beta rising)")
-        for p, x, y in zip(line, xs, ys, strict=True):
-            ax.errorbar(x, y, xerr=[[x - p["privacy_gap"]["ci95"][0]], [p["privacy_gap"]["ci95"][1] - x]],
-                        yerr=[[y - p["utility_gap"]["ci95"][0]], [p["utility_gap"]["ci95"][1] - y]],
-                        color=colour, alpha=0.3, capsize=2)
-            ax.annotate(f"b{p['beta']:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        for p in result["points"]:
-            if p["method"] == "uniform" and p["alpha"] == alpha:
-                ax.scatter(p["privacy_gap"]["mean"], p["utility_gap"]["mean"], marker="s", color=colour,
-                           edgecolors="black", label=f"uniform alpha {alpha:g}")
-    front = [p for p in result["points"] if p["variant"] in set(result["pareto_scaleot"])]
-    front.sort(key=lambda p: p["privacy_gap"]["mean"])
-    ax.plot([p["privacy_gap"]["mean"] for p in front], [p["utility_gap"]["mean"] for p in front], ":k",
-            linewidth=1, label="ScaleOT Pareto front")
-    ax.axvline(0, color="grey", linewidth=0.6)
-    ax.axhline(0, color="grey", linewidth=0.6)
-    ax.set_xlabel("privacy gap (plug-in - emulator fine-tuned, points; right = more private)")
-    ax.set_ylabel("utility gap (adapter-only on full model - plug-in, points; down = better)")
-    ax.set_title(f"{result['model']} frontier on {', '.join(result['tasks'])}")
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with gap_chart(path, f"{result['model']} frontier on {', '.join(result['tasks'])}") as ax:
+        colours = rcParams["axes.prop_cycle"].by_key()["color"]
+        alphas = sorted({p["alpha"] for p in result["points"]})
+        for i, alpha in enumerate(alphas):
+            colour = colours[i % len(colours)]
+            line = sorted((p for p in result["points"] if p["method"] == "scaleot" and p["alpha"] == alpha),
+                          key=lambda p: p["beta"])
+            xs = [p["privacy_gap"]["mean"] for p in line]
+            ys = [p["utility_gap"]["mean"] for p in line]
+            ax.plot(xs, ys, "-o", color=colour, label=f"scaleot alpha {alpha:g} (beta rising)")
+            for p, x, y in zip(line, xs, ys, strict=True):
+                ax.errorbar(x, y, xerr=[[x - p["privacy_gap"]["ci95"][0]], [p["privacy_gap"]["ci95"][1] - x]],
+                            yerr=[[y - p["utility_gap"]["ci95"][0]], [p["utility_gap"]["ci95"][1] - y]],
+                            color=colour, alpha=0.3, capsize=2)
+                ax.annotate(f"b{p['beta']:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            for p in result["points"]:
+                if p["method"] == "uniform" and p["alpha"] == alpha:
+                    ax.scatter(p["privacy_gap"]["mean"], p["utility_gap"]["mean"], marker="s", color=colour,
+                               edgecolors="black", label=f"uniform alpha {alpha:g}")
+        front = [p for p in result["points"] if p["variant"] in set(result["pareto_scaleot"])]
+        front.sort(key=lambda p: p["privacy_gap"]["mean"])
+        ax.plot([p["privacy_gap"]["mean"] for p in front], [p["utility_gap"]["mean"] for p in front], ":k",
+                linewidth=1, label="ScaleOT Pareto front")

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from model_owner_server.bench.gap_chart import gap_chart
 from model_owner_server.bench.records import ROW_TITLES
 
 TASK_NOTE = (
@@ -113,31 +114,18 @@ def markdown(result: dict[str, Any]) -> str:
 
 def chart(result: dict[str, Any], path: Path) -> None:
     """Privacy gap vs utility gap per variant (mean over tasks, 95% CIs), per-task points faded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
     markers = {"uniform": "s", "scaleot": "o", "ot-kd": "^"}
-    for s in result["summary"]:
-        x, y = s["privacy_gap"], s["utility_gap"]
-        err = [[[x["mean"] - x["ci95"][0]], [x["ci95"][1] - x["mean"]]],
-               [[y["mean"] - y["ci95"][0]], [y["ci95"][1] - y["mean"]]]]
-        line = ax.errorbar(x["mean"], y["mean"], xerr=err[0], yerr=err[1], marker=markers.get(s["method"], "x"),
-                           capsize=3, linestyle="none", label=f"{s['variant']} (mean of {s['n_tasks']} tasks)")
-        for task, gaps in result["task_intervals"].items():
-            if s["variant"] in gaps:
-                g = gaps[s["variant"]]
-                ax.scatter(g["privacy_gap"]["mean"], g["utility_gap"]["mean"], alpha=0.3, s=14,
-                           color=line.lines[0].get_color(), marker=markers.get(s["method"], "x"))
-                ax.annotate(task[:10], (g["privacy_gap"]["mean"], g["utility_gap"]["mean"]), fontsize=5, alpha=0.5)
-    ax.axvline(0, color="grey", linewidth=0.6)
-    ax.axhline(0, color="grey", linewidth=0.6)
-    ax.set_xlabel("privacy gap (plug-in - emulator fine-tuned, points; right = more private)")
-    ax.set_ylabel("utility gap (adapter-only on full model - plug-in, points; down = better)")
-    ax.set_title(f"{result['model']}: paired 95% CIs (faded: single tasks)")
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with gap_chart(path, f"{result['model']}: paired 95% CIs (faded: single tasks)") as ax:
+        for s in result["summary"]:
+            x, y = s["privacy_gap"], s["utility_gap"]
+            err = [[[x["mean"] - x["ci95"][0]], [x["ci95"][1] - x["mean"]]],
+                   [[y["mean"] - y["ci95"][0]], [y["ci95"][1] - y["mean"]]]]
+            line = ax.errorbar(x["mean"], y["mean"], xerr=err[0], yerr=err[1], marker=markers.get(s["method"], "x"),
+                               capsize=3, linestyle="none", label=f"{s['variant']} (mean of {s['n_tasks']} tasks)")
+            for task, gaps in result["task_intervals"].items():
+                if s["variant"] in gaps:
+                    g = gaps[s["variant"]]
+                    ax.scatter(g["privacy_gap"]["mean"], g["utility_gap"]["mean"], alpha=0.3, s=14,
+                               color=line.lines[0].get_color(), marker=markers.get(s["method"], "x"))
+                    ax.annotate(task[:10], (g["privacy_gap"]["mean"], g["utility_gap"]["mean"]), fontsize=5,
+                                alpha=0.5)
