@@ -147,7 +147,7 @@ def _download_file(client: ScaleOTClient, emulator_id: str, name: str, sha256: s
 
 def download_emulator(client: ScaleOTClient, emulator_id: str, out_dir: Path,
                       on_progress: Callable[[DownloadProgress], None] | None = None) -> DownloadResult:
-    status = client.emulator(emulator_id)["status"]["state"]
+    status = client.emulator(emulator_id).status.state
     if status != JobState.succeeded:
         raise ClientError(f"emulator {emulator_id} is {status}; wait with `scaleot emulators status "
                           f"{emulator_id} --wait` before downloading")

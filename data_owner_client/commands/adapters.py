@@ -24,7 +24,7 @@ def upload(
     emulator_id = emulator_id or _emulator_of(adapter_dir)
     with connect(url, api_key, profile) as client:
         adapter = client.upload_adapter(emulator_id, adapter_dir)
-    emit(as_json, adapter, lambda: out.print(f"{adapter['id']} uploaded ({adapter['kind']}, {adapter['size']} bytes)"))
+    emit(as_json, adapter, lambda: out.print(f"{adapter.id} uploaded ({adapter.kind}, {adapter.size} bytes)"))
 
 
 def _emulator_of(adapter_dir: Path) -> str:
@@ -49,7 +49,7 @@ def list_adapters(url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOp
     def table() -> None:
         t = Table("id", "emulator", "kind", "bytes")
         for a in items:
-            t.add_row(a["id"], a["emulator_id"], a["kind"], str(a["size"]))
+            t.add_row(a.id, a.emulator_id, a.kind, str(a.size))
         out.print(t)
 
     emit(as_json, items, table)

@@ -8,9 +8,10 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from pydantic_core import to_jsonable_python
 from rich.console import Console
 
-from data_owner_client.client import ApiError, ClientError, ScaleOTClient
+from data_owner_client.client import ApiError, ClientError, J, ScaleOTClient
 from data_owner_client.settings import resolve
 
 err = Console(stderr=True, soft_wrap=True)
@@ -47,8 +48,7 @@ def connect(url: str | None, api_key: str | None, profile: str | None) -> Iterat
             fail(str(exc), EXIT_UNREACHABLE if "cannot reach" in str(exc) else EXIT_VERIFY)
 
 
-def wait_with_progress(label: str, wait: Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]]
-                       ) -> dict[str, Any]:
+def wait_with_progress(label: str, wait: Callable[[Callable[[J], None]], J]) -> J:
     """Run `wait(on_status)` showing the job's state, message and progress: a bar on a terminal, plain
     lines (state, message, percent, elapsed, estimate) without one (CI, nohup, output to a file)."""
     from rich.progress import BarColumn, TextColumn
@@ -58,15 +58,16 @@ def wait_with_progress(label: str, wait: Callable[[Callable[[dict[str, Any]], No
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
     with progress(err, label, columns, total=1.0, unit=None) as reporter:
 
-        def show(item: dict[str, Any]) -> None:
-            status = item["status"]
-            reporter.update(status["progress"], description=f"{status['state']}: {status.get('message') or label}")
+        def show(item: J) -> None:
+            status = item.status
+            reporter.update(status.progress, description=f"{status.state}: {status.message or label}")
 
         return wait(show)
 
 
 def emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
+    """`--json`: the payload (answers of the service are the contract's models) as JSON; else `human()`."""
     if as_json:
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json.dumps(to_jsonable_python(payload), indent=2))
     else:
         human()

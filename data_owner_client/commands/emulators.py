@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from data_owner_client.client import ScaleOTClient
 from data_owner_client.commands.common import (
     JsonOpt,
     KeyOpt,
@@ -21,22 +22,23 @@ from data_owner_client.commands.common import (
     wait_with_progress,
 )
 from data_owner_client.download import DownloadProgress
+from shared.api import EmulatorOut
 from shared.progress import progress
 from shared.wire import JobState
 
 app = typer.Typer(help="Request, watch and download emulators.", no_args_is_help=True)
 
 
-def _line(e: dict[str, Any]) -> str:
-    s = e["status"]
-    extra = f" ({s['message']})" if s.get("message") else ""
-    error = f" error: {s['error']}" if s.get("error") else ""
-    return f"{e['id']} {e['method']} on {e['base_model']}: {s['state']} {100 * s['progress']:.0f}%{extra}{error}"
+def _line(e: EmulatorOut) -> str:
+    s = e.status
+    extra = f" ({s.message})" if s.message else ""
+    error = f" error: {s.error}" if s.error else ""
+    return f"{e.id} {e.method} on {e.base_model}: {s.state} {100 * s.progress:.0f}%{extra}{error}"
 
 
-def _wait(client: Any, emulator_id: str) -> dict[str, Any]:
+def _wait(client: ScaleOTClient, emulator_id: str) -> EmulatorOut:
     return wait_with_progress(f"building {emulator_id}",
-                              lambda show: dict(client.wait_emulator(emulator_id, on_status=show)))
+                              lambda show: client.wait_emulator(emulator_id, on_status=show))
 
 
 @app.command("request")
@@ -56,9 +58,9 @@ def request(
     with connect(url, api_key, profile) as client:
         emulator = client.request_emulator(spec)
         if wait:
-            emulator = _wait(client, emulator["id"])
+            emulator = _wait(client, emulator.id)
     emit(as_json, emulator, lambda: out.print(_line(emulator)))
-    if emulator["status"]["state"] in (JobState.failed, JobState.cancelled):
+    if emulator.status.state in (JobState.failed, JobState.cancelled):
         raise typer.Exit(1)
 
 
@@ -84,8 +86,8 @@ def list_emulators(url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileO
     def table() -> None:
         t = Table("id", "model", "method", "alpha", "beta", "state")
         for e in items:
-            t.add_row(e["id"], e["base_model"], e["method"], str(e["spec"].get("alpha")), str(e["spec"].get("beta")),
-                      e["status"]["state"])
+            t.add_row(e.id, e.base_model, e.method, str(e.spec.get("alpha")), str(e.spec.get("beta")),
+                      e.status.state)
         out.print(t)
 
     emit(as_json, items, table)

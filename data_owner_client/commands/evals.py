@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from data_owner_client.client import ScaleOTClient
 from data_owner_client.commands.common import (
     EXIT_USAGE,
     JsonOpt,
@@ -20,42 +21,45 @@ from data_owner_client.commands.common import (
     out,
     wait_with_progress,
 )
+from shared.api import EvaluationOut
 from shared.wire import MATRIX_ROWS, JobState
 
 app = typer.Typer(help="Evaluate an uploaded adapter (the Offsite-Tuning matrix).", no_args_is_help=True)
 
 
 
-def matrix_table(evaluation: dict[str, Any]) -> Table:
-    result = evaluation.get("result") or {}
-    metric = result.get("metric", "acc")
-    table = Table("row", metric, "± stderr", "acc_norm", "n", title=f"{evaluation['task']} ({evaluation['id']})")
+def matrix_table(evaluation: EvaluationOut) -> Table:
+    result = evaluation.result
+    metric = result.metric if result is not None else "acc"
+    table = Table("row", metric, "± stderr", "acc_norm", "n", title=f"{evaluation.task} ({evaluation.id})")
+    if result is None:
+        return table
+    scale = 100 if metric == "acc" else 1
     for key, label in MATRIX_ROWS.items():
-        row = (result.get("rows") or {}).get(key)
+        row = result.rows.get(key)
         if row is None:
             continue
-        scale = 100 if metric == "acc" else 1
-        stderr = "" if row.get("stderr") is None else f"{scale * row['stderr']:.1f}"
-        norm = "" if row.get("acc_norm") is None else f"{100 * row['acc_norm']:.1f}"
-        table.add_row(label, f"{scale * row['value']:.1f}", stderr, norm, str(row.get("n", "")))
-    for key in ("privacy_gap", "utility_gap"):
-        if result.get(key) is not None:
-            table.add_row(key.replace("_", " "), f"{result[key]:+.1f}", "", "", "")
+        stderr = "" if row.stderr is None else f"{scale * row.stderr:.1f}"
+        norm = "" if row.acc_norm is None else f"{100 * row.acc_norm:.1f}"
+        table.add_row(label, f"{scale * row.value:.1f}", stderr, norm, str(row.n))
+    for name, gap in (("privacy gap", result.privacy_gap), ("utility gap", result.utility_gap)):
+        if gap is not None:
+            table.add_row(name, f"{gap:+.1f}", "", "", "")
     return table
 
 
-def _show(evaluation: dict[str, Any]) -> None:
-    s = evaluation["status"]
-    if s["state"] == JobState.succeeded:
+def _show(evaluation: EvaluationOut) -> None:
+    s = evaluation.status
+    if s.state == JobState.succeeded:
         out.print(matrix_table(evaluation))
     else:
-        out.print(f"{evaluation['id']}: {s['state']} {100 * s['progress']:.0f}% {s.get('message') or ''}"
-                  + (f" error: {s['error']}" if s.get("error") else ""))
+        out.print(f"{evaluation.id}: {s.state} {100 * s.progress:.0f}% {s.message}"
+                  + (f" error: {s.error}" if s.error else ""))
 
 
-def _wait(client: Any, evaluation_id: str) -> dict[str, Any]:
+def _wait(client: ScaleOTClient, evaluation_id: str) -> EvaluationOut:
     return wait_with_progress(f"evaluating {evaluation_id}",
-                              lambda show: dict(client.wait_evaluation(evaluation_id, on_status=show)))
+                              lambda show: client.wait_evaluation(evaluation_id, on_status=show))
 
 
 @app.command("run")
@@ -73,9 +77,9 @@ def run(
     with connect(url, api_key, profile) as client:
         evaluation = client.run_evaluation(adapter_id, task=task, data=data, limit=limit)
         if wait:
-            evaluation = _wait(client, evaluation["id"])
+            evaluation = _wait(client, evaluation.id)
     emit(as_json, evaluation, lambda: _show(evaluation))
-    if evaluation["status"]["state"] in (JobState.failed, JobState.cancelled):
+    if evaluation.status.state in (JobState.failed, JobState.cancelled):
         raise typer.Exit(1)
 
 
@@ -109,5 +113,5 @@ def generate(
     with connect(url, api_key, profile) as client:
         result = client.generate(adapter_id, prompt, max_new_tokens, temperature, chat)
     # a chat reply is a separate turn; a plain completion continues the prompt
-    shown = result["completion"] if chat else result["prompt"] + result["completion"]
+    shown = result.completion if chat else result.prompt + result.completion
     emit(as_json, result, lambda: out.print(shown))

@@ -18,13 +18,14 @@ from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
 from model_owner_server.bench.http_load import LocalServer, request_emulator
 from shared.artifacts import verify_emulator
+from shared.wire import FINISHED
 
 
 def wait_evaluation(client: httpx.Client, evaluation_id: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         body: dict[str, Any] = client.get(f"/v1/evaluations/{evaluation_id}").json()
-        if body["status"]["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
+        if body["status"]["state"] in FINISHED or time.monotonic() > deadline:
             return body
         time.sleep(1.0)
 

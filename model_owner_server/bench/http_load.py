@@ -17,7 +17,6 @@ import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +26,8 @@ from typing import Any
 
 import httpx
 
-CLI = [sys.executable, "-c", "from model_owner_server.cli import app; app()"]
+from model_owner_server.bench.local_server import CLI, stop_server, wait_until_healthy
+from shared.wire import FINISHED, JobState
 
 
 @dataclass
@@ -236,15 +236,9 @@ class LocalServer:
             env["SCALEOT_DATABASE_URL"] = database_url
         self.log = (data_dir.parent / "server.log").open("wb")
         self.proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"server did not start; see {self.log.name}")
+        if not wait_until_healthy(self.url, self.proc):
+            self.stop()
+            raise RuntimeError(f"server did not start; see {self.log.name}")
 
     def owner_key(self) -> str:
         response = httpx.post(f"{self.url}/v1/owners", json={"name": f"bench-{secrets.token_hex(3)}"},
@@ -253,11 +247,7 @@ class LocalServer:
         return str(response.json()["api_key"])
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_server(self.proc)
         self.log.close()
 
 
@@ -267,9 +257,9 @@ def request_emulator(url: str, headers: dict[str, str], spec: dict[str, Any], ti
         deadline = time.monotonic() + timeout
         while True:
             body: dict[str, Any] = client.get(f"/v1/emulators/{emulator_id}").json()
-            if body["status"]["state"] == "succeeded":
+            if body["status"]["state"] == JobState.succeeded:
                 return body
-            if body["status"]["state"] in ("failed", "cancelled") or time.monotonic() > deadline:
+            if body["status"]["state"] in FINISHED or time.monotonic() > deadline:
                 raise RuntimeError(f"emulator {emulator_id}: {body['status']}")
             time.sleep(0.5)
 

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field
 
-from shared.manifest import EmulatorOptions
+from shared.api import EmulatorRequest
 
 
-class EmulatorSpec(BaseModel):
-    base_model: str = Field(..., description="registered base model name or local HF directory")
-    method: Literal["scaleot", "uniform"] = "scaleot"
-    adapter_bottom: int = Field(2, ge=0, description="first blocks shipped unchanged and tuned")
-    adapter_top: int = Field(2, ge=0, description="last blocks shipped unchanged and tuned")
-    alpha: float = Field(0.5, ge=0.0, le=1.0, description="fraction of middle blocks replaced/dropped")
-    beta: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of attention rank removed by SRC")
-    options: EmulatorOptions = Field(default_factory=EmulatorOptions)
+class EmulatorSpec(EmulatorRequest):
+    """An emulator request as the model owner builds it: the wire fields (`shared.api.EmulatorRequest`),
+    plus what follows from them. The offline CLI also accepts a local model directory of any length."""
 
-    @model_validator(mode="after")
-    def _adapter_not_empty(self) -> EmulatorSpec:
-        if self.adapter_bottom + self.adapter_top == 0:
-            raise ValueError("adapter_bottom + adapter_top must be at least 1: the adapter is what gets tuned")
-        return self
+    base_model: str = Field(..., min_length=1, description="registered base model name or local HF directory")
+
+    @classmethod
+    def from_request(cls, request: EmulatorRequest) -> EmulatorSpec:
+        return cls.model_validate(request.model_dump())
 
     def check_against(self, num_layers: int) -> None:
         """The adapter must leave at least one middle block to compress."""

@@ -11,7 +11,9 @@ import pytest
 
 import data_owner_client.download as download_module
 from data_owner_client.client import ClientError, ScaleOTClient
+from shared.api import EmulatorOut, JobStatus
 from shared.manifest import MANIFEST_NAME, WEIGHTS_NAME, EmulatorManifest, FileEntry
+from shared.wire import JobState
 
 FILES = {WEIGHTS_NAME: bytes(range(256)) * 400, "config.json": b'{"model_type": "llama"}'}
 
@@ -33,7 +35,9 @@ class FakeServer:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/v1/emulators/emu-1":
-            return httpx.Response(200, json={"id": "emu-1", "status": {"state": "succeeded"}})
+            return httpx.Response(200, json=EmulatorOut(
+                id="emu-1", base_model="m", method="uniform", spec={}, state=JobState.succeeded, created_at=0.0,
+                status=JobStatus(job_id="job-1", state=JobState.succeeded, progress=1.0)).model_dump(mode="json"))
         name = path.rsplit("/", 1)[-1]
         if name == MANIFEST_NAME:
             body = manifest_bytes()

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from model_owner_server.app.api.guard import PROTECTED_PREFIX
-from model_owner_server.app.schemas import ErrorOut
+from shared.api import ErrorOut
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 ADMIN_TAG = "admin"  # every operation of the admin router needs the admin key

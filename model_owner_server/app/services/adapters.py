@@ -20,7 +20,6 @@ from transformers import PreTrainedModel
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
-from model_owner_server.app.schemas import AdapterOut
 from model_owner_server.app.services.access import visible_emulator
 from model_owner_server.app.services.errors import Conflict, Unprocessable
 from model_owner_server.app.services.probe import prove
@@ -32,6 +31,7 @@ from model_owner_server.jobs.queue import new_id
 from model_owner_server.plug_in import CheckedAdapter, check_adapter
 from model_owner_server.storage.keys import adapter_prefix
 from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS, AdapterError, read_header
+from shared.api import AdapterOut
 from shared.artifacts import file_entries
 from shared.blocks import find_block_stack
 from shared.lora_config import loose_object, parse_lora_config

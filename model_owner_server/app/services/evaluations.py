@@ -11,12 +11,12 @@ from sqlmodel import Session
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
-from model_owner_server.app.schemas import MAX_EVAL_LIMIT
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.errors import Conflict, Unprocessable
 from model_owner_server.db.models import Evaluation, JobKind
 from model_owner_server.jobs import queue
 from model_owner_server.storage.keys import evaluation_data
+from shared.api import MAX_EVAL_LIMIT
 from shared.data_formats import DataFormatError, load_mc_jsonl, write_mc_jsonl
 
 MAX_ID_CHARS = 64

@@ -8,11 +8,11 @@ import torch
 from transformers import PreTrainedModel
 
 from model_owner_server.app.core.state import AppState
-from model_owner_server.app.schemas import GenerateOut, GenerateRequest
 from model_owner_server.app.services.errors import Unprocessable
 from model_owner_server.db.models import Adapter, Emulator
 from model_owner_server.plug_in import check_adapter, plug_in
 from model_owner_server.storage.keys import adapter_prefix
+from shared.api import GenerateOut, GenerateRequest
 from shared.manifest import EmulatorManifest
 
 

@@ -7,11 +7,11 @@ from functools import lru_cache
 
 from sqlmodel import Session
 
-from model_owner_server.app.schemas import AdapterOut, EmulatorFile, EmulatorOut, EvaluationOut, JobStatus
 from model_owner_server.db.models import Adapter, Emulator, Evaluation, Job, JobState
 from model_owner_server.evaluation.matrix import EvaluationMatrix
 from model_owner_server.storage.base import ArtifactStore
 from model_owner_server.storage.keys import emulator_file
+from shared.api import AdapterOut, EmulatorFile, EmulatorOut, EvaluationOut, JobStatus
 from shared.manifest import MANIFEST_NAME, EmulatorManifest, FileEntry
 
 

@@ -14,11 +14,11 @@ from sqlmodel import col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.api.multipart import parse_multipart
-from model_owner_server.app.schemas import AdapterList, AdapterOut
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.adapters import store_adapter
 from model_owner_server.app.services.views import adapter_out
 from model_owner_server.db.models import Adapter
+from shared.api import AdapterList, AdapterOut
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
 

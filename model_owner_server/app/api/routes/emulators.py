@@ -8,11 +8,12 @@ from fastapi import APIRouter, Body, status
 from sqlmodel import col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
-from model_owner_server.app.schemas import EmulatorList, EmulatorOut, EmulatorRequest
 from model_owner_server.app.services import emulators as service
 from model_owner_server.app.services.access import visible_emulator, visible_emulator_and_job
 from model_owner_server.app.services.views import emulator_out
 from model_owner_server.db.models import Emulator, EmulatorGrant, Job
+from model_owner_server.emulators.spec import EmulatorSpec
+from shared.api import EmulatorList, EmulatorOut, EmulatorRequest
 
 router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
 
@@ -34,7 +35,7 @@ def request_emulator(
     state: StateDep, session: SessionDep, principal: PrincipalDep,
     spec: Annotated[EmulatorRequest, Body(openapi_examples=EXAMPLES)],
 ) -> EmulatorOut:
-    row = service.request_emulator(session, state, spec.to_spec(), principal)
+    row = service.request_emulator(session, state, EmulatorSpec.from_request(spec), principal)
     return emulator_out(session, state.store, row)
 
 

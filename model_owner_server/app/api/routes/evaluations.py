@@ -16,11 +16,11 @@ from sqlmodel import Session, col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.api.multipart import parse_multipart
-from model_owner_server.app.schemas import MAX_EVAL_LIMIT, EvaluationList, EvaluationOut, EvaluationRequest
 from model_owner_server.app.services import evaluations as service
 from model_owner_server.app.services.access import visible_evaluation
 from model_owner_server.app.services.evaluations import MAX_ID_CHARS, MAX_TASK_CHARS
 from model_owner_server.app.services.views import evaluation_out
+from shared.api import MAX_EVAL_LIMIT, EvaluationList, EvaluationOut, EvaluationRequest
 
 router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
 

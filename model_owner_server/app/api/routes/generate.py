@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
-from model_owner_server.app.schemas import GenerateOut, GenerateRequest
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.generation import generate
 from model_owner_server.db.models import Emulator
+from shared.api import GenerateOut, GenerateRequest
 
 router = APIRouter(prefix="/v1/adapters", tags=["generation"])
 

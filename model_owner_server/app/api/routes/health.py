@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import text
 
 from model_owner_server.app.api.deps import StateDep
-from model_owner_server.app.schemas import Health
+from shared.api import Health
 
 router = APIRouter(tags=["health"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from model_owner_server import base_models
 from model_owner_server.app.api.deps import PrincipalDep, StateDep
-from model_owner_server.app.schemas import ModelInfo, TaskInfo
+from shared.api import ModelInfo, TaskInfo
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

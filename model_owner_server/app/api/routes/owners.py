@@ -6,9 +6,9 @@ from fastapi import APIRouter, HTTPException, status
 from sqlmodel import func, select
 
 from model_owner_server.app.api.deps import AdminDep, SessionDep, StateDep
-from model_owner_server.app.schemas import OwnerCreate, OwnerKey, OwnerOut
 from model_owner_server.app.services.owners import create_key, revoke_keys
 from model_owner_server.db.models import ApiKey, Owner
+from shared.api import OwnerCreate, OwnerKey, OwnerOut
 
 router = APIRouter(prefix="/v1/owners", tags=["admin"])
 

@@ -1,14 +1,15 @@
-"""Wire schemas of the REST API (requests and responses), with OpenAPI examples."""
+"""The REST contract both parties speak: the request and response bodies of the service (with their
+OpenAPI examples). The server validates and serves these; the data owner's client parses its answers
+with the same models instead of reading untyped JSON."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from model_owner_server.emulators.spec import EmulatorSpec
-from model_owner_server.evaluation.matrix import EvaluationMatrix
-from shared.manifest import EmulatorManifest, FileEntry
+from shared.manifest import EmulatorManifest, EmulatorOptions, FileEntry
+from shared.wire import EvaluationMatrix, JobState
 
 MAX_EVAL_LIMIT = 100_000  # test examples of one evaluation
 MAX_NEW_TOKENS = 4096  # the schema's bound; SCALEOT_GENERATE_MAX_NEW_TOKENS caps it further
@@ -39,7 +40,7 @@ class ModelInfo(BaseModel):
 
 class JobStatus(BaseModel):
     job_id: str | None
-    state: str = Field(description="queued | running | succeeded | failed | cancelled")
+    state: JobState = Field(description="queued | running | succeeded | failed | cancelled")
     progress: float = Field(0.0, ge=0, le=1)
     message: str = ""
     error: str | None = None
@@ -49,15 +50,23 @@ class JobStatus(BaseModel):
     finished_at: float | None = None
 
 
-class EmulatorRequest(EmulatorSpec):
-    """`EmulatorSpec` as the API accepts it: every number bounded."""
+class EmulatorRequest(BaseModel):
+    """What a data owner asks for (POST /v1/emulators), every number bounded; the server's EmulatorSpec
+    adds what it derives from it (the id, whether it needs a stage-1 profile)."""
 
     base_model: str = Field(..., min_length=1, max_length=400, description="a base model served here (GET /v1/models)")
+    method: Literal["scaleot", "uniform"] = "scaleot"
     adapter_bottom: int = Field(2, ge=0, le=MAX_ADAPTER_BLOCKS, description="first blocks shipped unchanged and tuned")
     adapter_top: int = Field(2, ge=0, le=MAX_ADAPTER_BLOCKS, description="last blocks shipped unchanged and tuned")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="fraction of middle blocks replaced/dropped")
+    beta: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of attention rank removed by SRC")
+    options: EmulatorOptions = Field(default_factory=EmulatorOptions)
 
-    def to_spec(self) -> EmulatorSpec:
-        return EmulatorSpec.model_validate(self.model_dump())
+    @model_validator(mode="after")
+    def _adapter_not_empty(self) -> Self:
+        if self.adapter_bottom + self.adapter_top == 0:
+            raise ValueError("adapter_bottom + adapter_top must be at least 1: the adapter is what gets tuned")
+        return self
 
 
 class EmulatorFile(BaseModel):
@@ -81,7 +90,7 @@ class EmulatorOut(BaseModel):
     base_model: str
     method: str
     spec: dict[str, Any]
-    state: str = Field(description="queued | running | succeeded | failed | cancelled (= status.state)")
+    state: JobState = Field(description="queued | running | succeeded | failed | cancelled (= status.state)")
     progress: float = Field(0.0, description="0..1 (= status.progress)")
     error: str | None = Field(None, description="why it failed (= status.error)")
     status: JobStatus
@@ -132,7 +141,7 @@ class EvaluationOut(BaseModel):
     task: str
     source: str = Field(description="builtin or upload (a multiple-choice JSONL sent with the request)")
     limit: int | None
-    state: str = Field(description="queued | running | succeeded | failed | cancelled (= status.state)")
+    state: JobState = Field(description="queued | running | succeeded | failed | cancelled (= status.state)")
     progress: float = Field(0.0, description="0..1 (= status.progress)")
     error: str | None = Field(None, description="why it failed (= status.error)")
     status: JobStatus
