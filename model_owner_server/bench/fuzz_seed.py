@@ -13,8 +13,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,11 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from model_owner_server.base_models import load_base_model
+from model_owner_server.bench.local_server import CLI, stop_server, wait_until_healthy
 from model_owner_server.plug_in import expected_full_tensors
 from shared.adapter_format import PEFT_WEIGHTS, save_adapter
 from shared.artifacts import read_manifest
 
-CLI = [sys.executable, "-c", "from model_owner_server.cli import app; app()"]
 FULL_SPEC = {"base_model": "tiny-gpt2", "method": "uniform", "alpha": 0.5, "adapter_bottom": 1, "adapter_top": 1}
 LORA_SPEC = {"base_model": "tiny-llama", "method": "uniform", "alpha": 0.5, "adapter_bottom": 1, "adapter_top": 1}
 
@@ -75,17 +73,9 @@ class FuzzServer:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                                          env=self.env(), stdout=log, stderr=log, cwd=self.source)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"server did not start; see {self.log_path}")
+        if not wait_until_healthy(self.url, self.proc):
+            self.stop()
+            raise RuntimeError(f"server did not start; see {self.log_path}")
 
     def alive(self) -> bool:
         try:
@@ -97,14 +87,8 @@ class FuzzServer:
         subprocess.run([*CLI, "worker", "--once"], env=self.env(), check=True, capture_output=True)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_server(self.proc)
 
 
 @dataclass
