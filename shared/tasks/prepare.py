@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -142,20 +143,21 @@ def load_task(name: str) -> TaskData[MCExample] | TaskData[TrainExample]:
 
 
 def load_mc_task(name: str) -> TaskData[MCExample]:
-    spec = get_spec(name)
-    if spec.kind != "multiple_choice":
-        raise ValueError(f"task {name!r} is a {spec.kind} task, not multiple choice")
-    directory = prepare_task(name)
-    splits = {s: load_mc_jsonl(directory / f"{s}.jsonl") for s in SPLITS}
-    return TaskData(spec=spec, **splits)
+    return _load_splits(name, "multiple_choice", "multiple choice", load_mc_jsonl)
 
 
 def load_lm_task(name: str) -> TaskData[TrainExample]:
+    return _load_splits(name, "perplexity", "language modelling", load_training_jsonl)
+
+
+def _load_splits(name: str, kind: str, described: str, load: Callable[[Path], list[E]]) -> TaskData[E]:
+    """The task's prepared splits read with the reader of its kind; a task of another kind is refused, since
+    its files hold the other format."""
     spec = get_spec(name)
-    if spec.kind != "perplexity":
-        raise ValueError(f"task {name!r} is a {spec.kind} task, not language modelling")
+    if spec.kind != kind:
+        raise ValueError(f"task {name!r} is a {spec.kind} task, not {described}")
     directory = prepare_task(name)
-    splits = {s: load_training_jsonl(directory / f"{s}.jsonl") for s in SPLITS}
+    splits = {s: load(directory / f"{s}.jsonl") for s in SPLITS}
     return TaskData(spec=spec, **splits)
 
 
