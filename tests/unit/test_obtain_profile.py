@@ -38,7 +38,7 @@ def test_overrides_are_one_json_object_of_stage1_fields() -> None:
     ('{"stepz": 4}', "unknown stage-1 setting(s) stepz; known: harmonizer_rank"),
 ])
 def test_bad_overrides_say_what_to_fix(overrides: str, message: str) -> None:
-    with pytest.raises(ValueError, match="stage-1|JSON") as caught:
+    with pytest.raises(ValueError, match=r"stage-1|JSON") as caught:
         parse_stage1_overrides(overrides)
     assert message in str(caught.value)
 
