@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     generate_max_new_tokens: int = Field(256, ge=1, description="upper bound on max_new_tokens")
     workers_with_serve: int = Field(1, ge=0, description="worker processes `serve` starts beside the API")
     api_processes: int = Field(1, ge=1, description="uvicorn processes of the API (each holds its own model caches)")
+    api_threads: int = Field(8, ge=1, le=256, description="threads each API process runs blocking work on (anyio's "
+                             "default is 40): on a few cores, fewer threads take requests in turn instead of "
+                             "contending for the GIL, which keeps the tail latency of metadata reads low")
     storage: Literal["local", "s3"] = Field(
         "local", description="where artifacts live: local (<data_dir>/artifacts) or s3 (an S3-compatible bucket)"
     )

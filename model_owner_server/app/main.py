@@ -7,7 +7,10 @@ The database schema is brought to the newest Alembic revision before the app acc
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -59,7 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = AppState.from_settings(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     state.schema_revision = upgrade(state.engine)
-    app = FastAPI(title="ScaleOT model-owner service", version="0.1.0", description=DESCRIPTION)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # the limiter belongs to the running event loop, so it is sized here, not at import
+        to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        yield
+
+    app = FastAPI(title="ScaleOT model-owner service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.scaleot = state
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ServiceError, service_error)

@@ -226,7 +226,7 @@ class LocalServer:
     """`scaleot-server serve` in a subprocess with its own data directory and admin key."""
 
     def __init__(self, data_dir: Path, port: int, models: list[str], api_processes: int = 1,
-                 database_url: str | None = None) -> None:
+                 database_url: str | None = None, api_threads: int | None = None) -> None:
         self.admin_key = secrets.token_urlsafe(24)
         self.url = f"http://127.0.0.1:{port}"
         self.data_dir = data_dir
@@ -234,6 +234,8 @@ class LocalServer:
                "SCALEOT_MODELS": json.dumps(models), "SCALEOT_API_PROCESSES": str(api_processes)}
         if database_url:
             env["SCALEOT_DATABASE_URL"] = database_url
+        if api_threads is not None:
+            env["SCALEOT_API_THREADS"] = str(api_threads)
         self.log = (data_dir.parent / "server.log").open("wb")
         self.proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=self.log, stderr=self.log)
         if not wait_until_healthy(self.url, self.proc):

@@ -8,19 +8,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import Request, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.api.multipart import parse_multipart
+from model_owner_server.app.api.routing import api_router
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.adapters import store_adapter
 from model_owner_server.app.services.views import adapter_out
 from model_owner_server.db.models import Adapter
 from shared.api import AdapterList, AdapterOut
 
-router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
+router = api_router(prefix="/v1/adapters", tags=["adapters"])
 
 UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["emulator_id", "file"],

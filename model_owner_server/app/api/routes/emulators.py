@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, status
+from fastapi import Body, status
 from sqlmodel import col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
+from model_owner_server.app.api.routing import api_router
 from model_owner_server.app.services import emulators as service
 from model_owner_server.app.services.access import visible_emulator, visible_emulator_and_job
 from model_owner_server.app.services.views import emulator_out
@@ -15,7 +16,7 @@ from model_owner_server.db.models import Emulator, EmulatorGrant, Job
 from model_owner_server.emulators.spec import EmulatorSpec
 from shared.api import EmulatorList, EmulatorOut, EmulatorRequest
 
-router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
+router = api_router(prefix="/v1/emulators", tags=["emulators"])
 
 EXAMPLES: dict[str, Any] = {
     "scaleot": {"summary": "ScaleOT: harmonizers + learned importance, no SRC",

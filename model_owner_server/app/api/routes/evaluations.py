@@ -9,20 +9,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.api.multipart import parse_multipart
+from model_owner_server.app.api.routing import api_router
 from model_owner_server.app.services import evaluations as service
 from model_owner_server.app.services.access import visible_evaluation
 from model_owner_server.app.services.evaluations import MAX_ID_CHARS, MAX_TASK_CHARS
 from model_owner_server.app.services.views import evaluation_out
 from shared.api import MAX_EVAL_LIMIT, EvaluationList, EvaluationOut, EvaluationRequest
 
-router = APIRouter(prefix="/v1/evaluations", tags=["evaluations"])
+router = api_router(prefix="/v1/evaluations", tags=["evaluations"])
 
 CREATE_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": EvaluationRequest.model_json_schema(),

@@ -8,18 +8,19 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from fastapi import Header, HTTPException, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.api.ranges import Unsatisfiable, none_match, parse_range, range_applies
+from model_owner_server.app.api.routing import api_router
 from model_owner_server.app.services.access import visible_emulator_and_job
 from model_owner_server.db.models import JobState
 from model_owner_server.storage.keys import emulator_file
 from shared.manifest import MANIFEST_NAME, EmulatorManifest
 
-router = APIRouter(prefix="/v1/emulators", tags=["emulators"])
+router = api_router(prefix="/v1/emulators", tags=["emulators"])
 CHUNK = 1 << 20
 PATHSEND = "http.response.pathsend"
 

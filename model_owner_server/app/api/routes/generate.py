@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import HTTPException, status
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
+from model_owner_server.app.api.routing import api_router
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.generation import generate
 from model_owner_server.db.models import Emulator
 from shared.api import GenerateOut, GenerateRequest
 
-router = APIRouter(prefix="/v1/adapters", tags=["generation"])
+router = api_router(prefix="/v1/adapters", tags=["generation"])
 
 
 @router.post("/{adapter_id}/generate", response_model=GenerateOut, summary="Generate text with the plugged model",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import HTTPException, status
 from sqlalchemy import text
 
 from model_owner_server.app.api.deps import StateDep
+from model_owner_server.app.api.routing import api_router
 from shared.api import Health
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health, summary="Service health (no auth)",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from model_owner_server import base_models
 from model_owner_server.app.api.deps import PrincipalDep, StateDep
+from model_owner_server.app.api.routing import api_router
 from shared.api import ModelInfo, TaskInfo
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = api_router(prefix="/v1", tags=["models"])
 
 
 @router.get("/models", response_model=list[ModelInfo], summary="Base models served (SCALEOT_MODELS)")

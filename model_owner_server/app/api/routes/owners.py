@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import HTTPException, status
 from sqlmodel import func, select
 
 from model_owner_server.app.api.deps import AdminDep, SessionDep, StateDep
+from model_owner_server.app.api.routing import api_router
 from model_owner_server.app.services.owners import create_key, revoke_keys
 from model_owner_server.db.models import ApiKey, Owner
 from shared.api import OwnerCreate, OwnerKey, OwnerOut
 
-router = APIRouter(prefix="/v1/owners", tags=["admin"])
+router = api_router(prefix="/v1/owners", tags=["admin"])
 
 
 @router.post("", response_model=OwnerKey, status_code=status.HTTP_201_CREATED,
