@@ -36,6 +36,16 @@ async def get_session(state: StateDep) -> AsyncIterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
+
+async def get_read_session(state: StateDep) -> AsyncIterator[Session]:
+    """For routes that only read: each statement in autocommit, so a status poll is one round trip to the
+    database instead of BEGIN + SELECT + ROLLBACK (PostgreSQL; SQLite the same, without the journal lock)."""
+    with Session(state.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False) as session:
+        yield session
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+
 bearer = HTTPBearer(auto_error=False, description="the admin key, or a data owner's key from `keys create`")
 
 

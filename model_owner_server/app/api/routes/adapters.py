@@ -8,13 +8,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request, status
+from fastapi import Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import col, select
 
-from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
+from model_owner_server.app.api.deps import PrincipalDep, ReadSessionDep, StateDep
 from model_owner_server.app.api.multipart import parse_multipart
-from model_owner_server.app.api.routing import api_router
+from model_owner_server.app.api.routing import answer, api_router
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.adapters import store_adapter
 from model_owner_server.app.services.views import adapter_out
@@ -50,14 +50,14 @@ async def upload_adapter(request: Request, state: StateDep, principal: Principal
 
 
 @router.get("", response_model=AdapterList, summary="Your adapters (admin: all)")
-def list_adapters(session: SessionDep, principal: PrincipalDep) -> AdapterList:
+def list_adapters(session: ReadSessionDep, principal: PrincipalDep) -> Response:
     query = select(Adapter).order_by(col(Adapter.created_at).desc())
     if not principal.is_admin:
         query = query.where(Adapter.owner_id == principal.owner_id)
-    return AdapterList(items=[adapter_out(row) for row in session.exec(query).all()])
+    return answer(AdapterList(items=[adapter_out(row) for row in session.exec(query).all()]))
 
 
 @router.get("/{adapter_id}", response_model=AdapterOut, summary="One adapter",
             responses={404: {"description": "unknown, or another owner's"}})
-def get_adapter(adapter_id: str, session: SessionDep, principal: PrincipalDep) -> AdapterOut:
-    return adapter_out(visible_adapter(session, principal, adapter_id))
+def get_adapter(adapter_id: str, session: ReadSessionDep, principal: PrincipalDep) -> Response:
+    return answer(adapter_out(visible_adapter(session, principal, adapter_id)))

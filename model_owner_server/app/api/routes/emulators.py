@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Body, status
+from fastapi import Body, Response, status
 from sqlmodel import col, select
 
-from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
-from model_owner_server.app.api.routing import api_router
+from model_owner_server.app.api.deps import PrincipalDep, ReadSessionDep, SessionDep, StateDep
+from model_owner_server.app.api.routing import answer, api_router
 from model_owner_server.app.services import emulators as service
 from model_owner_server.app.services.access import visible_emulator, visible_emulator_and_job
 from model_owner_server.app.services.views import emulator_out
@@ -41,20 +41,21 @@ def request_emulator(
 
 
 @router.get("", response_model=EmulatorList, summary="Emulators you requested (admin: all)")
-def list_emulators(state: StateDep, session: SessionDep, principal: PrincipalDep) -> EmulatorList:
+def list_emulators(state: StateDep, session: ReadSessionDep, principal: PrincipalDep) -> Response:
     # the build jobs come in the same query (no query per row)
     query = (select(Emulator, Job).outerjoin(Job, col(Job.id) == col(Emulator.job_id))
              .order_by(col(Emulator.created_at).desc()))
     if not principal.is_admin:
         query = query.join(EmulatorGrant, col(EmulatorGrant.emulator_id) == col(Emulator.id)).where(
             EmulatorGrant.owner_id == principal.owner_id)
-    return EmulatorList(items=[emulator_out(session, state.store, row, job) for row, job in session.exec(query).all()])
+    return answer(EmulatorList(items=[emulator_out(session, state.store, row, job)
+                                      for row, job in session.exec(query).all()]))
 
 
 @router.get("/{emulator_id}", response_model=EmulatorOut, summary="Build state, progress, error, manifest",
             responses={404: {"description": "unknown, or not requested by you"}})
-def get_emulator(emulator_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep) -> EmulatorOut:
-    return emulator_out(session, state.store, *visible_emulator_and_job(session, principal, emulator_id))
+def get_emulator(emulator_id: str, state: StateDep, session: ReadSessionDep, principal: PrincipalDep) -> Response:
+    return answer(emulator_out(session, state.store, *visible_emulator_and_job(session, principal, emulator_id)))
 
 
 @router.post("/{emulator_id}/cancel", response_model=EmulatorOut, status_code=status.HTTP_202_ACCEPTED,

@@ -9,14 +9,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
-from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
+from model_owner_server.app.api.deps import PrincipalDep, ReadSessionDep, SessionDep, StateDep
 from model_owner_server.app.api.multipart import parse_multipart
-from model_owner_server.app.api.routing import api_router
+from model_owner_server.app.api.routing import answer, api_router
 from model_owner_server.app.services import evaluations as service
 from model_owner_server.app.services.access import visible_evaluation
 from model_owner_server.app.services.evaluations import MAX_ID_CHARS, MAX_TASK_CHARS
@@ -81,19 +81,19 @@ async def create_evaluation(request: Request, state: StateDep, principal: Princi
 
 
 @router.get("", response_model=EvaluationList, summary="Your evaluations (admin: all)")
-def list_evaluations(session: SessionDep, principal: PrincipalDep) -> EvaluationList:
+def list_evaluations(session: ReadSessionDep, principal: PrincipalDep) -> Response:
     from model_owner_server.db.models import Evaluation
 
     query = select(Evaluation).order_by(col(Evaluation.created_at).desc())
     if not principal.is_admin:
         query = query.where(Evaluation.owner_id == principal.owner_id)
-    return EvaluationList(items=[evaluation_out(session, row) for row in session.exec(query).all()])
+    return answer(EvaluationList(items=[evaluation_out(session, row) for row in session.exec(query).all()]))
 
 
 @router.get("/{evaluation_id}", response_model=EvaluationOut, summary="State and the evaluation matrix",
             responses={404: {"description": "unknown, or another owner's"}})
-def get_evaluation(evaluation_id: str, session: SessionDep, principal: PrincipalDep) -> EvaluationOut:
-    return evaluation_out(session, visible_evaluation(session, principal, evaluation_id))
+def get_evaluation(evaluation_id: str, session: ReadSessionDep, principal: PrincipalDep) -> Response:
+    return answer(evaluation_out(session, visible_evaluation(session, principal, evaluation_id)))
 
 
 @router.post("/{evaluation_id}/cancel", response_model=EvaluationOut, status_code=status.HTTP_202_ACCEPTED,
