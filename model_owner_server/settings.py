@@ -63,9 +63,12 @@ class Settings(BaseSettings):
     generate_max_new_tokens: int = Field(256, ge=1, description="upper bound on max_new_tokens")
     workers_with_serve: int = Field(1, ge=0, description="worker processes `serve` starts beside the API")
     api_processes: int = Field(1, ge=1, description="uvicorn processes of the API (each holds its own model caches)")
-    api_threads: int = Field(8, ge=1, le=256, description="threads each API process runs blocking work on (anyio's "
+    api_threads: int = Field(4, ge=2, le=256, description="threads each API process runs blocking work on (anyio's "
                              "default is 40): on a few cores, fewer threads take requests in turn instead of "
                              "contending for the GIL, which keeps the tail latency of metadata reads low")
+    generation_concurrency: int = Field(2, ge=1, le=255, description="generations running at once per API process "
+                                        "(each holds a thread for seconds; the others wait without one); must be "
+                                        "below SCALEOT_API_THREADS so status reads keep a thread")
     storage: Literal["local", "s3"] = Field(
         "local", description="where artifacts live: local (<data_dir>/artifacts) or s3 (an S3-compatible bucket)"
     )
@@ -95,6 +98,13 @@ class Settings(BaseSettings):
             raise ValueError(f"{', '.join(legacy)} no longer read: put stage-1 settings in one JSON object, e.g. "
                              'SCALEOT_STAGE1=\'{"steps": 150, "batch_size": 2}\'')
         parse_stage1_overrides(self.stage1)
+        return self
+
+    @model_validator(mode="after")
+    def _generation_leaves_threads(self) -> Settings:
+        if self.generation_concurrency >= self.api_threads:
+            raise ValueError(f"SCALEOT_GENERATION_CONCURRENCY ({self.generation_concurrency}) must be below "
+                             f"SCALEOT_API_THREADS ({self.api_threads}), or generations can take every API thread")
         return self
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anyio import CapacityLimiter
 from sqlalchemy.engine import Engine
 from transformers import PreTrainedModel
 
@@ -25,6 +26,14 @@ class AppState:
     plugged: LRUCache[PreTrainedModel]  # adapter id -> full model with that adapter plugged in
     keys: KeyCache[Principal]  # key sha256 -> who holds it, for a few seconds
     schema_revision: str | None = None  # set once the migrations ran at start-up
+    _generation_slots: CapacityLimiter | None = None
+
+    def generation_slots(self) -> CapacityLimiter:
+        """At most `generation_concurrency` generations hold API threads at once; the others wait without
+        one, so status reads always find a thread (made on first use, inside the event loop)."""
+        if self._generation_slots is None:
+            self._generation_slots = CapacityLimiter(self.settings.generation_concurrency)
+        return self._generation_slots
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
