@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data_owner_client.tuning.batches import IGNORE, Encoded, batches, encode
 from data_owner_client.tuning.config import TuningConfig
+from data_owner_client.tuning.recipe import Optimisation, pad_token_id, seeded_generator
 from shared.blocks import find_block_stack
 from shared.data_formats import TrainExample
 from shared.low_rank import is_projection
@@ -113,48 +114,33 @@ def tune(
         raise ValueError("no training examples")
     if not blocks:
         raise ValueError("no blocks to tune")
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    generator = seeded_generator(config.seed)
+    pad_id = pad_token_id(tokenizer)
     train_enc = [encode(tokenizer, e, config.max_len) for e in train]
     valid_enc = [encode(tokenizer, e, config.max_len) for e in valid] if valid else []
 
     net, undos = _trainable(model, blocks, config)
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    micro_per_epoch = math.ceil(len(train_enc) / config.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
-    total = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
-    scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=round(config.warmup_ratio * total),
-                              num_training_steps=total)
+    opt = Optimisation.over([p for p in net.parameters() if p.requires_grad], config, len(train_enc))
 
     result = TuningResult(model=net, state={})
     best_loss = math.inf
     best: dict[str, torch.Tensor] = {}
-    step = 0
     for epoch in range(1, config.epochs + 1):
-        if step >= total:
+        if opt.done:
             break
         net.train()
         started, tokens, loss_sum, micro = time.perf_counter(), 0, 0.0, 0
-        optimizer.zero_grad(set_to_none=True)
+        opt.optimizer.zero_grad(set_to_none=True)
         for batch in batches(train_enc, config.batch_size, pad_id, generator):
             loss = net(**batch).loss
             (loss / config.grad_accum).backward()
             tokens += int(batch["attention_mask"].sum())
             loss_sum += float(loss.detach())
             micro += 1
-            if micro % config.grad_accum == 0 or micro == micro_per_epoch:
-                torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
+            if opt.after_backward(micro):
                 if on_progress is not None:
-                    on_progress(TuningProgress(step, total, epoch, float(loss.detach())))
-                if step >= total:
+                    on_progress(TuningProgress(opt.step, opt.total, epoch, float(loss.detach())))
+                if opt.done:
                     break
         seconds = time.perf_counter() - started
         valid_loss = mean_target_loss(net, valid_enc, config.batch_size, pad_id) if valid_enc else None
@@ -173,5 +159,5 @@ def tune(
     for undo in undos:  # the returned model is in one dtype again; the adapter keeps the float32 masters
         undo()
     result.state = best if config.mode == "full" else {}
-    result.steps = step
+    result.steps = opt.step
     return result

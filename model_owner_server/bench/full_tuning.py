@@ -5,13 +5,12 @@ clipping, seed). The adapter-only upper bound uses the data owner's own `tune` o
 from __future__ import annotations
 
 import copy
-import math
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data_owner_client.tuning.batches import batches, encode
 from data_owner_client.tuning.config import TuningConfig
+from data_owner_client.tuning.recipe import Optimisation, pad_token_id, seeded_generator
 from shared.data_formats import TrainExample
 
 
@@ -20,35 +19,21 @@ def tune_all_parameters(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     """Tune `model` in place (all parameters) for `config.epochs` epochs; returns it in eval mode."""
     if not train:
         raise ValueError("no training examples")
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    generator = seeded_generator(config.seed)
+    pad_id = pad_token_id(tokenizer)
     encoded = [encode(tokenizer, e, config.max_len) for e in train]
     params = list(model.parameters())
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    micro_per_epoch = math.ceil(len(encoded) / config.batch_size)
-    total = math.ceil(micro_per_epoch / config.grad_accum) * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
-    scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=round(config.warmup_ratio * total),
-                              num_training_steps=total)
+    opt = Optimisation.over(params, config, len(encoded))
     model.train()
-    step = 0
     for _ in range(config.epochs):
-        optimizer.zero_grad(set_to_none=True)
+        opt.optimizer.zero_grad(set_to_none=True)
         for micro, batch in enumerate(batches(encoded, config.batch_size, pad_id, generator), start=1):
             (model(**batch).loss / config.grad_accum).backward()
-            if micro % config.grad_accum == 0 or micro == micro_per_epoch:
-                torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                if step >= total:
-                    break
-        if step >= total:
+            if opt.after_backward(micro) and opt.done:
+                break
+        if opt.done:
             break
     for p in params:
         p.requires_grad_(False)
