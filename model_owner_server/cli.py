@@ -229,11 +229,16 @@ app.add_typer(keys_app, name="keys")
 def _service_settings() -> object:
     from model_owner_server.settings import Settings
 
+    from pydantic_settings import SettingsError
+
     try:
         return Settings()
     except ValidationError as exc:
         fail(one_line(exc))
         raise  # unreachable: fail() exits
+    except SettingsError as exc:  # a setting that must be JSON (SCALEOT_STAGE1, SCALEOT_MODELS, ...) is not
+        fail(f"{exc}: {exc.__cause__}; list and object settings are JSON, e.g. SCALEOT_MODELS='[\"smollm2-135m\"]'")
+        raise
 
 
 @app.command("serve")

@@ -94,3 +94,11 @@ def test_an_unusable_checkpoint_is_discarded_once_and_stage1_starts_over() -> No
     profile = obtain_profile(base, config, on_notice=notices.append)
     assert notices == ["stage 1: checkpoint unusable, starting over"]
     assert len(profile.meta.curve) == 2 and not partial.exists()
+
+
+def test_a_setting_that_is_not_json_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEOT_ENVIRONMENT", "development")
+    monkeypatch.setenv("SCALEOT_STAGE1", "steps=40")
+    result = CliRunner().invoke(app, ["worker", "--once"])
+    assert result.exit_code == 2 and 'field "stage1"' in result.output and "are JSON" in result.output
+    assert "Traceback" not in result.output
