@@ -227,9 +227,9 @@ app.add_typer(keys_app, name="keys")
 
 
 def _service_settings() -> object:
-    from model_owner_server.settings import Settings
-
     from pydantic_settings import SettingsError
+
+    from model_owner_server.settings import Settings
 
     try:
         return Settings()
