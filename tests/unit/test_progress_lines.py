@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from model_owner_server.base_models import load_base_model
 from model_owner_server.cli import app as server_app
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.spec import EmulatorSpec
+from shared.api import JobStatus
 from shared.progress import PlainProgress, duration, plain_wanted
 
 runner = CliRunner()
@@ -90,14 +92,14 @@ def test_scaleot_train_prints_progress_lines(tmp_path: Path, every_update: None)
 
 
 def test_scaleot_wait_prints_progress_lines(capsys: pytest.CaptureFixture[str], every_update: None) -> None:
-    def wait(show: Any) -> dict[str, Any]:
+    def wait(show: Any) -> SimpleNamespace:  # the client's answers carry a typed `status` (shared.api)
         for fraction, message in [(0.1, "stage 1 step 20/200"), (0.5, "stage 1 step 100/200"), (1.0, "done")]:
-            item = {"status": {"state": "running" if fraction < 1 else "succeeded", "progress": fraction,
-                               "message": message}}
+            item = SimpleNamespace(status=JobStatus(job_id="job-1", state="running" if fraction < 1 else "succeeded",
+                                                    progress=fraction, message=message))
             show(item)
         return item
 
-    assert wait_with_progress("building e1", wait)["status"]["state"] == "succeeded"
+    assert wait_with_progress("building e1", wait).status.state == "succeeded"
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("running: stage 1 step 20/200: 10%, elapsed 0s")
     assert lines[-1].startswith("succeeded: done: 100%, elapsed") and "about 0s left" in lines[-1]
