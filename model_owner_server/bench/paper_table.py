@@ -109,8 +109,16 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
                                                   tuning_for(budget, budget.lr_grid[0], budget.seeds[0]),
                                                   budget.grids, prefixed(log, task))
                 save_state(path, state)
-            state.tasks[task] = run_task(base, profile, data, variants, budget, Path(tmp),
-                                         prefixed(log, task), lrs=state.lrs[task])
+            if task in state.partial:
+                log(f"{task}: resuming inside the task ({len(state.partial[task].rows)} variant rows done)")
+
+            def keep(partial: TaskResult, task: str = task) -> None:
+                state.partial[task] = partial
+                save_state(path, state)
+
+            state.tasks[task] = run_task(base, profile, data, variants, budget, Path(tmp), prefixed(log, task),
+                                         lrs=state.lrs[task], partial=state.partial.get(task), save_partial=keep)
+            state.partial.pop(task, None)
             save_state(path, state)
             result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
     return result

@@ -1,9 +1,10 @@
 """The per-run state file of a resumable benchmark: finished tasks and chosen learning rates.
 
-Written atomically after every finished task (and after each task's learning-rate selection), so a
-run that is stopped, killed or loses its machine resumes at the first unfinished task with the same
-command. The state is bound to the run's configuration by a fingerprint: a changed command (other
-tasks' budget, variants, seeds, model or profile) refuses to mix with old results unless restarted.
+Written atomically after every finished task, after each task's learning-rate selection, and inside a
+task after its reference rows and after each variant row, so a run that is stopped, killed or loses its
+machine resumes where it was with the same command. The state is bound to the run's configuration by a
+fingerprint: a changed command (other tasks' budget, variants, seeds, model or profile) refuses to mix
+with old results unless restarted.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class RunState(BaseModel):
     config: dict[str, Any]
     lrs: dict[str, dict[str, LrChoice]] = Field(default_factory=dict)  # task -> kind -> choice
     tasks: dict[str, TaskResult] = Field(default_factory=dict)  # finished tasks, in finishing order
+    # a task stopped after its reference rows: those and the variant rows done so far (resumed, not redone)
+    partial: dict[str, TaskResult] = Field(default_factory=dict)
 
 
 def fingerprint(config: dict[str, Any], unbound: tuple[str, ...] = ()) -> str:

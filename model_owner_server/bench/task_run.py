@@ -177,9 +177,23 @@ def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant,
 
 def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], variants: list[Variant],
              budget: Budget, workdir: Path, log: Log = lambda _: None,
-             lrs: dict[str, LrChoice] | None = None) -> TaskResult:
+             lrs: dict[str, LrChoice] | None = None, partial: TaskResult | None = None,
+             save_partial: Callable[[TaskResult], None] | None = None) -> TaskResult:
     """All rows of one task. `lrs`: learning rates already chosen for this task (else chosen here).
-    `seconds` counts the learning-rate selection too, wherever it ran."""
+    `seconds` counts the learning-rate selection too, wherever it ran.
+
+    `save_partial` gets the unfinished task after its reference rows and after every variant row, so a
+    stopped run resumes inside the task: passed back as `partial`, only the missing variant rows run,
+    against its stored reference rows, learning rate and test items (as `rerun_variant` does)."""
+    if partial is not None:
+        for variant in variants:
+            if variant.label not in {row.variant for row in partial.rows}:
+                log(f"{variant.label}: resuming the task, its reference rows are kept")
+                partial.rows.append(rerun_variant(base, profile, data, partial, variant, budget, workdir, log))
+                if save_partial is not None:
+                    save_partial(partial)
+        partial.rows = [row for v in variants for row in partial.rows if row.variant == v.label]
+        return partial
     task = data.spec.name
     train, validation, test = split(data, budget)
     log(f"{len(train)} train, {len(validation)} validation, {len(test)} test examples")
@@ -196,16 +210,21 @@ def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExam
     log(f"full zero-shot acc {full_zero.value:.3f}")
     reference = _reference_rows(base, blocks, train, test, budget, lrs, log)
     upper_cell, upper_scores = reference["adapter_tuning_full_model"]
-    rows = [
-        _variant_row(base, profile, v, train, test, budget, lrs["adapter"].lr, {"full_zero_shot": full_zero},
-                     upper_scores, workdir / task, task, log)
-        for v in variants
-    ]
-    return TaskResult(task=task, chance=sum(1 / len(e.choices) for e in test) / len(test), n_train=len(train),
-                      n_valid=len(validation), n_test=len(test), seeds=list(budget.seeds), lr=lrs,
-                      full_zero_shot=zero_cell, adapter_tuning_full_model=upper_cell,
-                      full_parameter_fine_tuning=reference["full_parameter_fine_tuning"][0], rows=rows,
-                      seconds=time.perf_counter() - started + sum(c.seconds for c in lrs.values()))
+    result = TaskResult(task=task, chance=sum(1 / len(e.choices) for e in test) / len(test), n_train=len(train),
+                        n_valid=len(validation), n_test=len(test), seeds=list(budget.seeds), lr=lrs,
+                        full_zero_shot=zero_cell, adapter_tuning_full_model=upper_cell,
+                        full_parameter_fine_tuning=reference["full_parameter_fine_tuning"][0], rows=[],
+                        seconds=time.perf_counter() - started + sum(c.seconds for c in lrs.values()))
+    if save_partial is not None:
+        save_partial(result)
+    for v in variants:
+        row = _variant_row(base, profile, v, train, test, budget, lrs["adapter"].lr, {"full_zero_shot": full_zero},
+                           upper_scores, workdir / task, task, log)
+        result.rows.append(row)
+        result.seconds += row.seconds
+        if save_partial is not None:
+            save_partial(result)
+    return result
 
 
 def _score(cell: Cell, seed_index: int) -> Score:

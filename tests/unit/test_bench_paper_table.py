@@ -248,3 +248,37 @@ def test_a_variant_added_later_runs_on_finished_tasks_and_one_left_out_is_kept(
     assert reran == []  # the set-aside row comes back without a re-run
     assert again["tasks"][0]["rows"][1] == rows[1]
 
+
+
+def test_a_task_stopped_after_a_variant_row_resumes_inside_the_task(
+        tiny: tuple[LoadedBase, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
+    real_row, real_references = task_run._variant_row, task_run._reference_rows
+    references: list[str] = []
+    rows: list[str] = []
+    stopped: list[bool] = []
+
+    def counted_references(*args: Any, **kwargs: Any) -> Any:
+        references.append("ran")
+        return real_references(*args, **kwargs)
+
+    def stopping_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant, *args: Any) -> VariantRow:
+        if variant.label == VARIANTS[1].label and not stopped:
+            stopped.append(True)
+            raise KeyboardInterrupt  # the machine goes away after the first variant row
+        rows.append(variant.label)
+        return real_row(base, profile, variant, *args)
+
+    monkeypatch.setattr(task_run, "_reference_rows", counted_references)
+    monkeypatch.setattr(task_run, "_variant_row", stopping_row)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
+    state = json.loads((tmp_path / ".paper-table-t.state.json").read_text())
+    assert state["tasks"] == {} and [r["variant"] for r in state["partial"]["a"]["rows"]] == [VARIANTS[0].label]
+    assert references == ["ran"] and rows == [VARIANTS[0].label]
+
+    result = _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
+    assert references == ["ran"]  # the reference rows are not run again
+    assert rows == [VARIANTS[0].label, VARIANTS[1].label]  # only the missing variant row ran
+    assert [r["variant"] for r in result["tasks"][0]["rows"]] == [v.label for v in VARIANTS]
+    assert json.loads((tmp_path / ".paper-table-t.state.json").read_text())["partial"] == {}
