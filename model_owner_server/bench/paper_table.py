@@ -102,6 +102,14 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
                 else:
                     log(f"{task}: finished in an earlier run, skipped")
                 continue
+            if task in state.partial:  # stopped after its reference rows: only the missing variant rows run
+                log(f"{task}: resuming inside the task ({len(state.partial[task].rows)} variant rows done)")
+                _refresh_rows(base, profile, task, state.partial[task], variants, budget, Path(tmp), load_task,
+                              prefixed(log, task), lambda: save_state(path, state))
+                state.tasks[task] = state.partial.pop(task)
+                save_state(path, state)
+                result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
+                continue
             data = load_task(task)
             if task not in state.lrs:
                 train, validation, _ = split(data, budget)
@@ -109,15 +117,13 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
                                                   tuning_for(budget, budget.lr_grid[0], budget.seeds[0]),
                                                   budget.grids, prefixed(log, task))
                 save_state(path, state)
-            if task in state.partial:
-                log(f"{task}: resuming inside the task ({len(state.partial[task].rows)} variant rows done)")
 
             def keep(partial: TaskResult, task: str = task) -> None:
                 state.partial[task] = partial
                 save_state(path, state)
 
             state.tasks[task] = run_task(base, profile, data, variants, budget, Path(tmp), prefixed(log, task),
-                                         lrs=state.lrs[task], partial=state.partial.get(task), save_partial=keep)
+                                         lrs=state.lrs[task], save_partial=keep)
             state.partial.pop(task, None)
             save_state(path, state)
             result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
@@ -127,7 +133,8 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
 def _refresh_rows(base: LoadedBase, profile: ImportanceProfile, task: str, result: TaskResult,
                   variants: list[Variant], budget: Budget, workdir: Path, load_task: TaskLoader, log: Log,
                   save: Callable[[], None]) -> bool:
-    """Bring a finished task's rows to this run's variants, in its order: a variant added since (e.g. the
+    """Bring a finished task's rows (or a task stopped after its reference rows) to this run's variants, in
+    its order: a variant added since (e.g. the
     OT-KD row) is run, and one whose stored emulator is not what the current code builds (e.g. SRC
     emulators once the harmonizer re-fit came) is re-run, both against the task's stored reference rows;
     a mean over tasks must not mix two emulators under one label. `save` runs after every new row (an

@@ -177,23 +177,14 @@ def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant,
 
 def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], variants: list[Variant],
              budget: Budget, workdir: Path, log: Log = lambda _: None,
-             lrs: dict[str, LrChoice] | None = None, partial: TaskResult | None = None,
+             lrs: dict[str, LrChoice] | None = None,
              save_partial: Callable[[TaskResult], None] | None = None) -> TaskResult:
     """All rows of one task. `lrs`: learning rates already chosen for this task (else chosen here).
     `seconds` counts the learning-rate selection too, wherever it ran.
 
     `save_partial` gets the unfinished task after its reference rows and after every variant row, so a
-    stopped run resumes inside the task: passed back as `partial`, only the missing variant rows run,
-    against its stored reference rows, learning rate and test items (as `rerun_variant` does)."""
-    if partial is not None:
-        for variant in variants:
-            if variant.label not in {row.variant for row in partial.rows}:
-                log(f"{variant.label}: resuming the task, its reference rows are kept")
-                partial.rows.append(rerun_variant(base, profile, data, partial, variant, budget, workdir, log))
-                if save_partial is not None:
-                    save_partial(partial)
-        partial.rows = [row for v in variants for row in partial.rows if row.variant == v.label]
-        return partial
+    stopped run can resume inside the task: its missing variant rows then run with `rerun_variant`,
+    against the stored reference rows, learning rate and test items."""
     task = data.spec.name
     train, validation, test = split(data, budget)
     log(f"{len(train)} train, {len(validation)} validation, {len(test)} test examples")
