@@ -134,11 +134,10 @@ def _refresh_rows(base: LoadedBase, profile: ImportanceProfile, task: str, resul
                   variants: list[Variant], budget: Budget, workdir: Path, load_task: TaskLoader, log: Log,
                   save: Callable[[], None]) -> bool:
     """Bring a finished task's rows (or a task stopped after its reference rows) to this run's variants, in
-    its order: a variant added since (e.g. the
-    OT-KD row) is run, and one whose stored emulator is not what the current code builds (e.g. SRC
-    emulators once the harmonizer re-fit came) is re-run, both against the task's stored reference rows;
-    a mean over tasks must not mix two emulators under one label. `save` runs after every new row (an
-    interrupted refresh keeps them). Returns whether anything changed."""
+    its order: a variant added since (e.g. the OT-KD row) is run, and one whose stored emulator is not what
+    the current code builds (e.g. SRC emulators once the harmonizer re-fit came) is re-run, both against the
+    task's stored reference rows; a mean over tasks must not mix two emulators under one label. `save` runs
+    after every new row (an interrupted refresh keeps them). Returns whether anything changed."""
     stored = {row.variant: row for row in [*result.set_aside, *result.rows]}
     wanted = [v.label for v in variants]
     todo = [v for v in variants
