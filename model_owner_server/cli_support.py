@@ -68,14 +68,13 @@ def stage1_with_progress(base: base_models.LoadedBase | str, config: Stage1Confi
     from model_owner_server.emulators.obtain import obtain_profile
 
     with ExitStack() as opened:
-        reporter: list[ProgressReporter] = []
+        report: list[Callable[[Stage1Progress], None]] = []
 
         def start() -> None:  # no bar for a cached profile
-            reporter.append(opened.enter_context(stage1_progress(config)))
+            report.append(stage1_report(opened.enter_context(stage1_progress(config))))
 
         return obtain_profile(base, config, nproc=nproc, device=device, on_start=start,
-                              on_progress=lambda p: stage1_report(reporter[0])(p),
-                              on_notice=err.print)
+                              on_progress=lambda p: report[0](p), on_notice=err.print)
 
 
 def stage1_progress(config: Stage1Config) -> AbstractContextManager[ProgressReporter]:

@@ -8,11 +8,13 @@ key -> 401; a data owner on an admin route -> 403.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from model_owner_server.app.core.security import Principal, hash_key, key_id_of, same_secret
@@ -37,10 +39,16 @@ async def get_session(state: StateDep) -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+@lru_cache(maxsize=8)
+def _autocommit(engine: Engine) -> Engine:
+    """`engine` (its pool) in autocommit, derived once per engine instead of on every status read."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 async def get_read_session(state: StateDep) -> AsyncIterator[Session]:
     """For routes that only read: each statement in autocommit, so a status poll is one round trip to the
     database instead of BEGIN + SELECT + ROLLBACK (PostgreSQL; SQLite the same, without the journal lock)."""
-    with Session(state.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False) as session:
+    with Session(_autocommit(state.engine), expire_on_commit=False) as session:
         yield session
 
 
