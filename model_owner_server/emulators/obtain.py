@@ -34,10 +34,6 @@ def _pid(base: LoadedBase | str, config: Stage1Config) -> str:
     return profile_id(base_models.weights_sha256(base), config, corpus_tag(None))  # a name loads as float32
 
 
-def runs_in_process(nproc: int, device: str) -> bool:
-    return nproc == 1 and device == "cpu"
-
-
 def obtain_profile(
     base: LoadedBase | str,
     config: Stage1Config,
@@ -68,7 +64,7 @@ def obtain_profile(
             return cached
         if on_start is not None:
             on_start()  # e.g. a progress bar opens: stage 1 runs
-        if runs_in_process(nproc, device):
+        if nproc == 1 and device == "cpu":  # in this process
             loaded = base if isinstance(base, LoadedBase) else base_models.load_base_model(base)
             return _in_process(loaded, config, pid, on_progress, should_stop, notice)
         name, dtype = (base.name, base.dtype) if isinstance(base, LoadedBase) else (base, "float32")
