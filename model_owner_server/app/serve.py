@@ -26,6 +26,10 @@ from model_owner_server.settings import Settings
 
 log = logging.getLogger("scaleot.serve")
 WORKER_CMD = [sys.executable, "-m", "model_owner_server.jobs"]
+# With SCALEOT_API_PROCESSES > 1, uvicorn kills a child that does not answer its health ping in time
+# (5 s by default) and starts another. A child answers only once it has imported the app (torch,
+# transformers): 5-15 s on a busy 2-core machine, so children were killed and respawned in a loop.
+API_CHILD_HEALTHCHECK_S = 120
 
 
 def _die_with_parent() -> None:
@@ -98,6 +102,6 @@ def serve(settings: Settings, host: str, port: int, workers: int | None = None) 
     signal.signal(signal.SIGINT, exit_on)
     try:
         uvicorn.run("model_owner_server.app.serve:serving_app", factory=True, host=host, port=port,
-                    workers=settings.api_processes)
+                    workers=settings.api_processes, timeout_worker_healthcheck=API_CHILD_HEALTHCHECK_S)
     finally:
         supervisor.stop()

@@ -150,7 +150,8 @@ def bench_http(
     database_url: Annotated[str | None, typer.Option(
         help="the local server's database (a PostgreSQL URL; default SQLite in its data dir)")] = None,
     api_threads: Annotated[str | None, typer.Option(
-        help="compare API thread counts side by side (e.g. 40,8): metadata latency only, one server each")] = None,
+        help="compare API settings side by side: thread counts, or THREADSxPROCESSES (e.g. 8,4,4x2): metadata "
+             "latency only, one server each")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="alternating rounds of the --api-threads comparison")] = 3,
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
 ) -> None:
@@ -164,17 +165,14 @@ def bench_http(
 
     if api_threads is not None:
         from model_owner_server.bench import http_threads
-        from model_owner_server.bench.options import parse_ints
         from model_owner_server.cli_support import fail
 
         try:
-            counts = list(parse_ints(api_threads, "--api-threads"))
+            settings = http_threads.parse_settings(api_threads)
         except ValueError as exc:
             fail(str(exc))
             return
-        if not all(1 <= c <= 256 for c in counts):
-            fail(f"--api-threads must be between 1 and 256, got {api_threads!r}")
-        compared = http_threads.run(model, method, counts, clients, requests, rounds, port, database_url)
+        compared = http_threads.run(model, method, settings, clients, requests, rounds, port, database_url)
         out.mkdir(parents=True, exist_ok=True)
         stem = out / f"http-threads-{Path(model).name}-{compared['database']}"
         stem.with_suffix(".json").write_text(json.dumps(compared, indent=2))

@@ -239,8 +239,9 @@ class LocalServer:
         self.log = (data_dir.parent / "server.log").open("wb")
         self.proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=self.log, stderr=self.log)
         if not wait_until_healthy(self.url, self.proc):
-            self.stop()
-            raise RuntimeError(f"server did not start; see {self.log.name}")
+            self.stop()  # its data dir may be a temporary one, gone with the log: quote the log's end
+            tail = Path(self.log.name).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"server on port {port} did not start; the end of its log:\n{tail}")
 
     def owner_key(self) -> str:
         response = httpx.post(f"{self.url}/v1/owners", json={"name": f"bench-{secrets.token_hex(3)}"},

@@ -176,3 +176,42 @@ def test_full_flow_crash_recovery_and_restart(server: Server, server_env: dict[s
     assert finished["status"]["state"] == "succeeded", finished["status"]
     assert client.post("/v1/emulators", json=UNIFORM, headers=alice).json()["status"]["state"] == "succeeded"
     client.close()
+
+
+# `SCALEOT_API_PROCESSES=2`: both API processes start and serve even when importing the app takes
+# longer than uvicorn's default 5 s health-ping window (as it does on a busy 2-core machine), instead
+# of being killed and respawned in a loop.
+SLOW_CHILD_S = 8  # longer than uvicorn's default worker health-check timeout (5 s)
+
+# Runs at interpreter start-up, before uvicorn's ping thread exists: it delays only the API children,
+# which multiprocessing spawns with `spawn_main` on their command line.
+SITECUSTOMIZE = f"""
+import pathlib, time
+if b"spawn_main" in pathlib.Path("/proc/self/cmdline").read_bytes():
+    time.sleep({SLOW_CHILD_S})
+"""
+
+
+def test_two_slow_starting_api_processes_both_serve(server_env: dict[str, str], tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = {**server_env, "SCALEOT_API_PROCESSES": "2", "PYTHONPATH": f"{site}:{server_env.get('PYTHONPATH', '')}"}
+    server = Server(env, tmp_path / "server.log")
+    started = time.monotonic()
+    client = server.start()
+    try:
+        assert time.monotonic() - started >= SLOW_CHILD_S  # the children really were slow
+        deadline = time.monotonic() + 60
+        while server.log.read_text().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, server.log.read_text()[-2000:]
+            time.sleep(0.5)
+        for _ in range(8):  # new connections, served by either process
+            with httpx.Client(base_url=client.base_url, timeout=10) as fresh:
+                assert fresh.get("/healthz").status_code == 200
+        log = server.log.read_text()
+        assert "died" not in log, log[-2000:]
+        assert log.count("Started server process") == 2, log[-2000:]  # started once each, never respawned
+    finally:
+        client.close()
+        server.stop()
