@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -27,6 +28,7 @@ from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS
 from shared.api import (
     AdapterList,
     AdapterOut,
+    DialRecommendation,
     EmulatorList,
     EmulatorOut,
     EmulatorRequest,
@@ -128,6 +130,11 @@ class ScaleOTClient:
 
     def models(self) -> list[ModelInfo]:
         return self.get("/v1/models", list[ModelInfo])
+
+    def recommendation(self, model: str, privacy_gap: float, conservative: bool = False) -> DialRecommendation:
+        """The (alpha, beta) the model owner recommends for a wanted privacy gap (from its measured frontier)."""
+        return self.get(f"/v1/models/{quote(model, safe='')}/recommendation", DialRecommendation,
+                        params={"privacy_gap": privacy_gap, "conservative": str(conservative).lower()})
 
     def tasks(self) -> list[TaskInfo]:
         return self.get("/v1/tasks", list[TaskInfo])

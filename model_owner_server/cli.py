@@ -188,7 +188,7 @@ def emulators_recommend(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The (alpha, beta) to ship for a wanted privacy gap, read off a measured privacy-utility frontier."""
-    from model_owner_server.bench.recommend import NoRecommendationError, load_frontier, recommended_point
+    from model_owner_server.emulators.recommend import NoRecommendationError, load_frontier, recommended_point
 
     path = frontier or Path("results") / f"frontier-{Path(model).name}.json"
     try:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
                                 "database on every request); a key revoked elsewhere keeps working that long")
     models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS),
                               description="base models served (JSON list); tiny random test models only when named")
+    frontiers: dict[str, Path] = Field(
+        default_factory=dict, description="per served model, its measured privacy-utility frontier (JSON object: "
+        'model -> the JSON `scaleot-server bench frontier` writes), e.g. {"smollm2-135m": '
+        '"results/frontier-smollm2-135m.json"}; GET /v1/models/{name}/recommendation reads it')
     worker_poll_s: float = Field(1.0, gt=0, description="worker sleep when the queue is empty")
     lease_s: float = Field(60.0, gt=0, description="a running job whose lease is older than this is recovered")
     heartbeat_s: float = Field(10.0, gt=0, description="how often a worker renews its lease")
@@ -119,6 +123,21 @@ class Settings(BaseSettings):
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("SCALEOT_STORAGE=s3 needs SCALEOT_S3_BUCKET (an existing bucket; credentials from "
                              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS credential chain)")
+        return self
+
+    @model_validator(mode="after")
+    def _frontiers_are_frontiers_of_served_models(self) -> Settings:
+        from model_owner_server.emulators.recommend import load_frontier  # pure JSON reading
+
+        for model, path in self.frontiers.items():
+            if model not in self.models:
+                raise ValueError(f"SCALEOT_FRONTIERS names {model!r}, which is not in SCALEOT_MODELS {self.models}")
+            try:
+                measured = load_frontier(path).get("model")
+            except OSError as exc:
+                raise ValueError(f"SCALEOT_FRONTIERS[{model!r}]: cannot read {path} ({exc.strerror or exc})") from None
+            if measured is not None and Path(str(measured)).name != Path(model).name:
+                raise ValueError(f"SCALEOT_FRONTIERS[{model!r}]: {path} was measured on {measured!r}, not {model!r}")
         return self
 
     @property

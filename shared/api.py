@@ -38,6 +38,32 @@ class ModelInfo(BaseModel):
     description: str
 
 
+class GapEstimate(BaseModel):
+    mean: float = Field(description="points, mean over the frontier's tasks")
+    ci95: tuple[float, float] = Field(description="paired 95% bootstrap interval over test items and seeds")
+
+
+class DialRecommendation(BaseModel):
+    """The (alpha, beta) the model owner recommends requesting for a wanted privacy gap, read off the
+    privacy-utility frontier it measured (`scaleot-server bench frontier`)."""
+
+    model: str
+    wanted_privacy_gap: float
+    conservative: bool = Field(description="true: the CI's lower end, not the mean, reaches the wanted gap")
+    method: str = "scaleot"
+    alpha: float
+    beta: float
+    privacy_gap: GapEstimate = Field(description="plug-in minus emulator fine-tuned accuracy, points")
+    utility_gap: GapEstimate = Field(description="adapter-only tuning on the full model minus plug-in, points")
+    plug_in: float | None = Field(None, description="plug-in accuracy at this point, %")
+    tasks: list[str] = Field(default_factory=list, description="tasks the frontier was measured on")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": "smollm2-135m", "wanted_privacy_gap": 3.0, "conservative": False, "method": "scaleot",
+        "alpha": 0.5, "beta": 0.25, "privacy_gap": {"mean": 4.1, "ci95": [1.2, 7.0]},
+        "utility_gap": {"mean": 2.2, "ci95": [0.1, 4.4]}, "plug_in": 88.4, "tasks": ["bbc_news"]}]})
+
+
 class JobStatus(BaseModel):
     job_id: str | None
     state: JobState = Field(description="queued | running | succeeded | failed | cancelled")

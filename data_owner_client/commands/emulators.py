@@ -1,4 +1,4 @@
-"""`scaleot emulators request|status|list|download`."""
+"""`scaleot emulators recommend|request|status|list|download`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,30 @@ def _line(e: EmulatorOut) -> str:
 def _wait(client: ScaleOTClient, emulator_id: str) -> EmulatorOut:
     return wait_with_progress(f"building {emulator_id}",
                               lambda show: client.wait_emulator(emulator_id, on_status=show))
+
+
+@app.command("recommend")
+def recommend(
+    base_model: Annotated[str, typer.Option("--model", help="base model name (see GET /v1/models)")],
+    privacy_gap: Annotated[float, typer.Option(
+        help="wanted privacy gap: how much worse (points) a model tuned on the emulator alone must be than the "
+             "plug-in")],
+    conservative: Annotated[bool, typer.Option(help="the gap's 95% CI lower end, not its mean, must reach it")] = False,
+    url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """The (alpha, beta) the model owner recommends for a privacy gap, from the frontier it measured."""
+    with connect(url, api_key, profile) as client:
+        r = client.recommendation(base_model, privacy_gap, conservative)
+
+    def human() -> None:
+        pg, ug = r.privacy_gap, r.utility_gap
+        out.print(f"alpha {r.alpha:g}, beta {r.beta:g}: privacy gap {pg.mean:+.1f} [{pg.ci95[0]:+.1f}, "
+                  f"{pg.ci95[1]:+.1f}], utility gap {ug.mean:+.1f} [{ug.ci95[0]:+.1f}, {ug.ci95[1]:+.1f}] points "
+                  f"(measured on {', '.join(r.tasks) or 'the owner tasks'})")
+        out.print(f"scaleot emulators request --model {r.model} --method {r.method} --alpha {r.alpha:g} "
+                  f"--beta {r.beta:g}")
+
+    emit(as_json, r, human)
 
 
 @app.command("request")

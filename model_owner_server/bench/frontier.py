@@ -19,9 +19,9 @@ from typing import Any
 from data_owner_client.tuning.config import TuningConfig
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.bench import frontier_report, paper_table
-from model_owner_server.bench.recommend import NoRecommendationError, recommended_point
 from model_owner_server.bench.task_run import Budget, Log, Variant
 from model_owner_server.emulators.profile import ImportanceProfile
+from model_owner_server.emulators.recommend import NoRecommendationError, recommended_point
 from shared.tasks import load_mc_task
 
 ALPHAS = (0.25, 0.5, 0.75)

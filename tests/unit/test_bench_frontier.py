@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from model_owner_server.bench.frontier import frontier_result, grid_variants, pareto
-from model_owner_server.bench.recommend import NoRecommendationError, load_frontier, recommend, recommended_point
 from model_owner_server.cli import app
+from model_owner_server.emulators.recommend import NoRecommendationError, load_frontier, recommend, recommended_point
 
 
 def _point(method: str, alpha: float, beta: float, privacy: tuple[float, float, float],

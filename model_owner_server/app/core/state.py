@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from anyio import CapacityLimiter
 from sqlalchemy.engine import Engine
@@ -11,6 +12,7 @@ from transformers import PreTrainedModel
 from model_owner_server.app.core.key_cache import KeyCache
 from model_owner_server.app.core.security import Principal
 from model_owner_server.db.engine import make_engine
+from model_owner_server.emulators.recommend import load_frontier
 from model_owner_server.model_cache import BaseModelCache, LRUCache
 from model_owner_server.settings import Settings
 from model_owner_server.storage.base import ArtifactStore
@@ -25,6 +27,7 @@ class AppState:
     base_models: BaseModelCache
     plugged: LRUCache[PreTrainedModel]  # adapter id -> full model with that adapter plugged in
     keys: KeyCache[Principal]  # key sha256 -> who holds it, for a few seconds
+    frontiers: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> its frontier JSON (settings)
     schema_revision: str | None = None  # set once the migrations ran at start-up
     _generation_slots: CapacityLimiter | None = None
 
@@ -44,4 +47,5 @@ class AppState:
             base_models=BaseModelCache(settings.base_cache_size, settings.torch_dtype),
             plugged=LRUCache(settings.plugged_cache_size),
             keys=KeyCache(settings.auth_cache_s),
+            frontiers={model: load_frontier(path) for model, path in settings.frontiers.items()},
         )

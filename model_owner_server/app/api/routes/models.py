@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import HTTPException, Query, status
+
 from model_owner_server import base_models
 from model_owner_server.app.api.deps import PrincipalDep, StateDep
 from model_owner_server.app.api.routing import api_router
-from shared.api import ModelInfo, TaskInfo
+from model_owner_server.emulators.recommend import NoRecommendationError, recommended_point
+from shared.api import DialRecommendation, GapEstimate, ModelInfo, TaskInfo
 
 router = api_router(prefix="/v1", tags=["models"])
 
@@ -21,6 +26,37 @@ def list_models(state: StateDep, _: PrincipalDep) -> list[ModelInfo]:
         out.append(ModelInfo(name=str(info["name"]), kind=str(info["kind"]), prepared=bool(info["prepared"]),
                              description=str(info["description"])))
     return out
+
+
+@router.get("/models/{name}/recommendation", response_model=DialRecommendation,
+            summary="The (alpha, beta) to request for a wanted privacy gap, from the owner's measured frontier",
+            responses={404: {"description": "model not served, or no frontier measured for it"},
+                       422: {"description": "no measured (alpha, beta) reaches that privacy gap (the message says "
+                                            "the largest measured)"}})
+def recommendation(
+    name: str, state: StateDep, _: PrincipalDep,
+    privacy_gap: Annotated[float, Query(ge=-100, le=100, description="wanted privacy gap (plug-in minus emulator "
+                                        "fine-tuned accuracy), points")],
+    conservative: Annotated[bool, Query(description="ask the CI's lower end, not the mean, to reach the gap")] = False,
+) -> DialRecommendation:
+    if name not in state.settings.models:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"model {name!r} is not served; GET /v1/models lists them")
+    frontier = state.frontiers.get(name)
+    if frontier is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"no privacy-utility frontier measured for {name!r}: the model owner runs `scaleot-server "
+                            f"bench frontier --model {name}` and names its JSON in SCALEOT_FRONTIERS")
+    try:
+        point = recommended_point(frontier, privacy_gap, conservative=conservative)
+    except NoRecommendationError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    plug_in = point.get("plug_in")
+    return DialRecommendation(
+        model=name, wanted_privacy_gap=privacy_gap, conservative=conservative, method=str(point["method"]),
+        alpha=point["alpha"], beta=point["beta"], privacy_gap=GapEstimate.model_validate(point["privacy_gap"]),
+        utility_gap=GapEstimate.model_validate(point["utility_gap"]),
+        plug_in=plug_in.get("mean") if isinstance(plug_in, dict) else None,
+        tasks=[str(t) for t in frontier.get("tasks", []) if isinstance(t, str)])
 
 
 @router.get("/tasks", response_model=list[TaskInfo], summary="Built-in evaluation tasks")

@@ -56,8 +56,27 @@ def recommend(frontier_result: dict[str, Any], target_privacy_gap: float) -> tup
     return float(point["alpha"]), float(point["beta"])
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_gap(gap: Any) -> bool:
+    """None (a point whose tuning failed) or {"mean": x, "ci95": [lo, hi]}."""
+    return gap is None or (isinstance(gap, dict) and _is_number(gap.get("mean")) and isinstance(gap.get("ci95"), list)
+                           and len(gap["ci95"]) == 2 and all(_is_number(x) for x in gap["ci95"]))
+
+
 def load_frontier(path: Path) -> dict[str, Any]:
-    data = json.loads(Path(path).read_text())
-    if data.get("benchmark") != "frontier" or "points" not in data:
-        raise ValueError(f"{path} is not a frontier result (scaleot-server bench frontier writes one)")
-    return dict(data)
+    """A frontier JSON; ValueError (one line) for anything else. FileNotFoundError when it is missing."""
+    not_frontier = f"{path} is not a frontier result (scaleot-server bench frontier writes one)"
+    try:
+        data = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(not_frontier) from None
+    if not isinstance(data, dict) or data.get("benchmark") != "frontier" or not isinstance(data.get("points"), list):
+        raise ValueError(not_frontier)
+    for point in data["points"]:
+        if not (isinstance(point, dict) and _is_number(point.get("alpha")) and _is_number(point.get("beta"))
+                and all(_is_gap(point.get(k)) for k in ("privacy_gap", "utility_gap"))):
+            raise ValueError(f"{not_frontier}: a point without alpha, beta and gaps ({str(point)[:80]})")
+    return data
