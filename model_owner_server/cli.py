@@ -234,7 +234,7 @@ def _service_settings() -> object:
     try:
         return Settings()
     except ValidationError as exc:
-        fail(one_line(exc))
+        fail(one_line(exc, field_prefix="SCALEOT_"))
         raise  # unreachable: fail() exits
     except SettingsError as exc:  # a setting that must be JSON (SCALEOT_STAGE1, SCALEOT_MODELS, ...) is not
         fail(f"{exc}: {exc.__cause__}; list and object settings are JSON, e.g. SCALEOT_MODELS='[\"smollm2-135m\"]'")

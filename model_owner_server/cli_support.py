@@ -31,10 +31,17 @@ err = Console(stderr=True, soft_wrap=True)
 USER_ERRORS = (base_models.BaseModelError, UnsupportedModelError, AssetError, ValidationError, ValueError)
 
 
-def one_line(exc: Exception) -> str:
-    """A user error as one line (pydantic errors name the field and what it must be)."""
+def one_line(exc: Exception, field_prefix: str = "") -> str:
+    """A user error as one line: pydantic errors name the field (`field_prefix` + its upper-case name for
+    settings, e.g. SCALEOT_MODELS) and what it must be; a rule over several fields is its message alone."""
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors())
+        def where(loc: tuple[int | str, ...]) -> str:
+            if not loc:
+                return ""
+            name = ".".join(str(p) for p in loc)
+            return f"{field_prefix}{name.upper()}: " if field_prefix else f"{name}: "
+
+        return "; ".join(where(e["loc"]) + e["msg"].removeprefix("Value error, ") for e in exc.errors())
     return str(exc).replace("\n", " ")
 
 

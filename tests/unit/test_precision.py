@@ -60,7 +60,7 @@ def test_bad_dtype_setting_is_one_line_not_a_traceback(monkeypatch: pytest.Monke
     monkeypatch.setenv("SCALEOT_ENVIRONMENT", "development")
     monkeypatch.setenv("SCALEOT_DTYPE", "fp8")
     result = CliRunner().invoke(app, ["worker", "--once"])
-    assert result.exit_code == 2 and "dtype" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "SCALEOT_DTYPE" in result.output and "Traceback" not in result.output
 
 
 def test_bfloat16_base_loads_with_the_same_digest() -> None:
