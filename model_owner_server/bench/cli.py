@@ -60,7 +60,10 @@ def bench_paper_table(
     epochs: Annotated[int | None, typer.Option(help="override tuning epochs")] = None,
     fidelity_batches: Annotated[int | None, typer.Option(help="batches for the fidelity metrics (0: skip)")] = None,
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    label: Annotated[str | None, typer.Option(help="file name label (default: model + quick/standard)")] = None,
+    label: Annotated[str | None, typer.Option(help="file name label (default: model + quick/standard [+ "
+                                                  "-adapterB+T])")] = None,
+    adapter: Annotated[str, typer.Option(help="adapter split BOTTOM,TOP: the first and last blocks the data owner "
+                                              "tunes (the stage-1 profile is the one of that split)")] = "2,2",
     restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
 ) -> None:
     """Offsite-tuning matrix with paired CIs; resumable: the same command again skips finished tasks."""
@@ -76,12 +79,13 @@ def bench_paper_table(
         budget = options.override_budget(
             paper_table.QUICK if quick else paper_table.STANDARD, n_train=n_train, n_valid=n_valid, n_test=n_test,
             seeds=seeds, lr_grid=lr_grid, full_lr_grid=full_lr_grid, epochs=epochs, fidelity_batches=fidelity_batches)
+        split = options.parse_adapter(adapter)
     except ValueError as exc:
         fail(str(exc))
         return
     base = base_models.load_base_model(model)
-    profile = stage1_with_progress(base, Stage1Config())
-    run_label = label or f"{Path(model).name}-{'quick' if quick else 'standard'}"
+    profile = stage1_with_progress(base, Stage1Config(adapter_bottom=split[0], adapter_top=split[1]))
+    run_label = label or f"{Path(model).name}-{'quick' if quick else 'standard'}{options.adapter_label(split)}"
     try:
         result = paper_table.run(base, profile, names, parsed, budget, out, run_label, restart=restart)
     except StateMismatchError as exc:
@@ -103,7 +107,10 @@ def bench_frontier(
     seeds: Annotated[str | None, typer.Option(help="comma-separated tuning seeds (default 0)")] = None,
     lr_grid: Annotated[str | None, typer.Option(help="adapter-tuning learning rates to choose from")] = None,
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    label: Annotated[str | None, typer.Option(help="file name label (default: model [+ -quick])")] = None,
+    label: Annotated[str | None, typer.Option(help="file name label (default: model [+ -quick] [+ -adapterB+T])")
+                     ] = None,
+    adapter: Annotated[str, typer.Option(help="adapter split BOTTOM,TOP: the first and last blocks the data owner "
+                                              "tunes (the stage-1 profile is the one of that split)")] = "2,2",
     restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
 ) -> None:
     """Sweep (alpha, beta) from one profile: privacy-utility frontier and the recommended dial settings."""
@@ -119,12 +126,13 @@ def bench_frontier(
         beta_grid = options.parse_floats(betas, "--betas")
         budget = options.override_budget(frontier.QUICK if quick else frontier.STANDARD, n_train=n_train,
                                          n_test=n_test, seeds=seeds, lr_grid=lr_grid)
+        split = options.parse_adapter(adapter)
     except ValueError as exc:
         fail(str(exc))
         return
     base = base_models.load_base_model(model)
-    profile = stage1_with_progress(base, Stage1Config())
-    run_label = label or f"{Path(model).name}{'-quick' if quick else ''}"
+    profile = stage1_with_progress(base, Stage1Config(adapter_bottom=split[0], adapter_top=split[1]))
+    run_label = label or f"{Path(model).name}{'-quick' if quick else ''}{options.adapter_label(split)}"
     try:
         result = frontier.run(base, profile, names, alpha_grid, beta_grid, budget, out, run_label, restart=restart)
     except StateMismatchError as exc:

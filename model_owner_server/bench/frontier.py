@@ -71,7 +71,8 @@ def frontier_result(raw: dict[str, Any]) -> dict[str, Any]:
     points = [{k: entry.get(k) for k in POINT_KEYS} for entry in raw["summary"]]
     scaleot = [p for p in points if p["method"] == "scaleot"]
     result: dict[str, Any] = {
-        "benchmark": "frontier", "model": raw["model"], "profile_id": raw["profile_id"], "budget": raw["budget"],
+        "benchmark": "frontier", "model": raw["model"], "profile_id": raw["profile_id"], "adapter": raw.get("adapter"),
+        "budget": raw["budget"],
         "tasks": [t["task"] for t in raw["tasks"]], "seconds": raw["seconds"], "points": points,
         "pareto_scaleot": pareto(scaleot), "pareto_all": pareto(points),
     }

@@ -30,6 +30,26 @@ def parse_ints(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+DEFAULT_ADAPTER = (2, 2)
+
+
+def parse_adapter(text: str) -> tuple[int, int]:
+    """`--adapter B,T`: the first B and last T blocks are the adapter (each >= 0, B + T >= 1)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        bottom, top = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--adapter must be BOTTOM,TOP block counts (e.g. 2,2 or 1,3), not {text!r}") from None
+    if bottom < 0 or top < 0 or bottom + top == 0:
+        raise ValueError(f"--adapter needs counts >= 0 with at least one adapter block, got {text!r}")
+    return bottom, top
+
+
+def adapter_label(adapter: tuple[int, int]) -> str:
+    """The file-name suffix of a run with another adapter split than the default (2 + 2), else ''."""
+    return "" if adapter == DEFAULT_ADAPTER else f"-adapter{adapter[0]}+{adapter[1]}"
+
+
 def parse_tasks(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in names if t not in TASKS]

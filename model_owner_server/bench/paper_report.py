@@ -96,8 +96,10 @@ def markdown(result: dict[str, Any]) -> str:
     b = result["budget"]
     tuning = b["tuning"]
     minutes = ", ".join(f"{t['task']} {t['seconds'] / 60:.0f}" for t in result["tasks"])
+    split = result.get("adapter")
+    adapter = f" (adapter {split['bottom']} + {split['top']} blocks)" if split else ""
     lines = [f"# Offsite-tuning matrix on {result['model']}", "",
-             f"Profile {result['profile_id']}; tasks {', '.join(t['task'] for t in result['tasks'])}; "
+             f"Profile {result['profile_id']}{adapter}; tasks {', '.join(t['task'] for t in result['tasks'])}; "
              f"{b['n_train']} train examples, {b['n_valid']} validation examples (learning-rate selection only), "
              f"test = {'whole test split' if b['n_test'] is None else str(b['n_test']) + ' examples'}; "
              f"seeds {b['seeds']}; {tuning['epochs']} epoch(s), batch {tuning['batch_size']}, "

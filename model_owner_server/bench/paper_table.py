@@ -167,6 +167,7 @@ def _write(base: LoadedBase, profile: ImportanceProfile, tasks: dict[str, Any], 
     finished = list(tasks.values())
     result = {
         "benchmark": "paper-table", "model": base.name, "profile_id": profile.meta.profile_id,
+        "adapter": {"bottom": profile.meta.config.adapter_bottom, "top": profile.meta.config.adapter_top},
         "budget": budget_json(budget),
         "host": {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "seconds": sum(t.seconds for t in finished),

@@ -15,8 +15,18 @@ runner = CliRunner()
     (["bench", "jac-ab", "--weights", "0,-1"], "values >= 0"),
     (["bench", "jac-ab", "--weights", ","], "--weights needs at least one number"),
     (["bench", "src-refit", "--betas", "0.5,1.5"], "each in (0, 1)"),
+    (["bench", "paper-table", "--adapter", "2"], "--adapter must be BOTTOM,TOP"),
+    (["bench", "paper-table", "--adapter", "0,0"], "at least one adapter block"),
+    (["bench", "frontier", "--adapter", "1,-1"], "counts >= 0"),
 ])
 def test_bad_benchmark_options_are_one_line_errors(args: list[str], message: str) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_adapter_splits_and_their_labels() -> None:
+    from model_owner_server.bench.options import adapter_label, parse_adapter
+
+    assert parse_adapter(" 1, 3") == (1, 3) and parse_adapter("0,4") == (0, 4)
+    assert adapter_label((2, 2)) == "" and adapter_label((1, 3)) == "-adapter1+3"

@@ -282,3 +282,18 @@ def test_a_task_stopped_after_a_variant_row_resumes_inside_the_task(
     assert rows == [VARIANTS[0].label, VARIANTS[1].label]  # only the missing variant row ran
     assert [r["variant"] for r in result["tasks"][0]["rows"]] == [v.label for v in VARIANTS]
     assert json.loads((tmp_path / ".paper-table-t.state.json").read_text())["partial"] == {}
+
+
+def test_another_adapter_split_is_the_profile_s(tmp_path: Path) -> None:
+    """`--adapter 1,3`: the reference rows tune the first block and the last three, and the emulators are
+    built with the same split (from the profile's stage-1 config)."""
+    base, profile = tiny_profile(adapter_bottom=1, adapter_top=3)
+    assert task_run.adapter_blocks(base, profile) == [0, base.num_layers - 3, base.num_layers - 2,
+                                                      base.num_layers - 1]
+    spec = task_run.variant_spec(base, profile, Variant("scaleot", 0.0, 0.5))
+    assert (spec.adapter_bottom, spec.adapter_top) == (1, 3)
+    result = paper_table.run(base, profile, ["goal_step_wikihow_goal"], VARIANTS, toy_budget(), tmp_path, "s",
+                             log=lambda _: None, load_task=lambda name: toy_task(name))
+    assert [row["variant"] for row in result["summary"]] == [v.label for v in VARIANTS]
+    assert result["adapter"] == {"bottom": 1, "top": 3}
+    assert "(adapter 1 + 3 blocks)" in (tmp_path / "paper-table-s.md").read_text()
