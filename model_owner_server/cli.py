@@ -188,13 +188,22 @@ def emulators_recommend(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The (alpha, beta) to ship for a wanted privacy gap, read off a measured privacy-utility frontier."""
-    from model_owner_server.emulators.recommend import NoRecommendationError, load_frontier, recommended_point
+    from model_owner_server.emulators.recommend import (
+        NoRecommendationError,
+        adapter_split,
+        load_frontier,
+        recommended_point,
+    )
 
     path = frontier or Path("results") / f"frontier-{Path(model).name}.json"
     try:
-        point = recommended_point(load_frontier(path), privacy_gap, conservative=conservative)
+        loaded = load_frontier(path)
+        point = recommended_point(loaded, privacy_gap, conservative=conservative)
     except FileNotFoundError:
         fail(f"no frontier at {path}: run `scaleot-server bench frontier --model {model}` or pass --frontier")
+        return
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}")
         return
     except NoRecommendationError as exc:
         fail(str(exc), 1)
@@ -209,8 +218,9 @@ def emulators_recommend(
     typer.echo(f"alpha {point['alpha']:g}, beta {point['beta']:g}: privacy gap {pg['mean']:+.1f} "
                f"[{pg['ci95'][0]:+.1f}, {pg['ci95'][1]:+.1f}], utility gap {ug['mean']:+.1f} "
                f"[{ug['ci95'][0]:+.1f}, {ug['ci95'][1]:+.1f}] points (from {path})")
+    bottom, top = adapter_split(loaded)
     typer.echo(f"scaleot-server emulators build --model {model} --method scaleot --alpha {point['alpha']:g} "
-               f"--beta {point['beta']:g} --out out/emu")
+               f"--beta {point['beta']:g} --adapter-bottom {bottom} --adapter-top {top} --out out/emu")
 
 
 def main() -> None:
@@ -253,6 +263,10 @@ def serve_command(
 
     settings = _service_settings()
     assert isinstance(settings, Settings)
+    try:
+        settings.load_frontiers()  # checked here, before uvicorn, so a bad file is one line, not a traceback
+    except ValueError as exc:
+        fail(str(exc))
     serve(settings, host, port, workers)
 
 

@@ -38,8 +38,8 @@ def one_line(exc: Exception, field_prefix: str = "") -> str:
         def where(loc: tuple[int | str, ...]) -> str:
             if not loc:
                 return ""
-            name = ".".join(str(p) for p in loc)
-            return f"{field_prefix}{name.upper()}: " if field_prefix else f"{name}: "
+            head = f"{field_prefix}{str(loc[0]).upper()}" if field_prefix else str(loc[0])
+            return head + "".join(f"[{p!r}]" for p in loc[1:]) + ": "
 
         return "; ".join(where(e["loc"]) + e["msg"].removeprefix("Value error, ") for e in exc.errors())
     return str(exc).replace("\n", " ")

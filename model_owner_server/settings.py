@@ -126,19 +126,30 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _frontiers_are_frontiers_of_served_models(self) -> Settings:
-        from model_owner_server.emulators.recommend import load_frontier  # pure JSON reading
-
-        for model, path in self.frontiers.items():
+    def _frontiers_are_of_served_models(self) -> Settings:
+        for model in self.frontiers:
             if model not in self.models:
                 raise ValueError(f"SCALEOT_FRONTIERS names {model!r}, which is not in SCALEOT_MODELS {self.models}")
+        return self
+
+    def load_frontiers(self) -> dict[str, dict[str, Any]]:
+        """SCALEOT_FRONTIERS' files, read and checked (the API process; `serve` checks them before it starts, so
+        a worker or an admin command does not depend on them); ValueError with one line naming what to fix."""
+        from model_owner_server.emulators.recommend import load_frontier  # pure JSON reading
+
+        loaded = {}
+        for model, path in self.frontiers.items():
             try:
-                measured = load_frontier(path).get("model")
+                frontier = load_frontier(path)
             except OSError as exc:
                 raise ValueError(f"SCALEOT_FRONTIERS[{model!r}]: cannot read {path} ({exc.strerror or exc})") from None
+            except ValueError as exc:
+                raise ValueError(f"SCALEOT_FRONTIERS[{model!r}]: {exc}") from None
+            measured = frontier.get("model")
             if measured is not None and Path(str(measured)).name != Path(model).name:
                 raise ValueError(f"SCALEOT_FRONTIERS[{model!r}]: {path} was measured on {measured!r}, not {model!r}")
-        return self
+            loaded[model] = frontier
+        return loaded
 
     @property
     def db_url(self) -> str:

@@ -53,6 +53,8 @@ class DialRecommendation(BaseModel):
     method: str = "scaleot"
     alpha: float
     beta: float
+    adapter_bottom: int = Field(description="the adapter split the frontier was measured with: request the same")
+    adapter_top: int
     privacy_gap: GapEstimate = Field(description="plug-in minus emulator fine-tuned accuracy, points")
     utility_gap: GapEstimate = Field(description="adapter-only tuning on the full model minus plug-in, points")
     plug_in: float | None = Field(None, description="plug-in accuracy at this point, %")
@@ -60,8 +62,9 @@ class DialRecommendation(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": "smollm2-135m", "wanted_privacy_gap": 3.0, "conservative": False, "method": "scaleot",
-        "alpha": 0.5, "beta": 0.25, "privacy_gap": {"mean": 4.1, "ci95": [1.2, 7.0]},
-        "utility_gap": {"mean": 2.2, "ci95": [0.1, 4.4]}, "plug_in": 88.4, "tasks": ["bbc_news"]}]})
+        "alpha": 0.5, "beta": 0.25, "adapter_bottom": 2, "adapter_top": 2,
+        "privacy_gap": {"mean": 4.1, "ci95": [1.2, 7.0]}, "utility_gap": {"mean": 2.2, "ci95": [0.1, 4.4]},
+        "plug_in": 88.4, "tasks": ["bbc_news"]}]})
 
 
 class JobStatus(BaseModel):

@@ -60,7 +60,7 @@ def recommend(
                   f"{pg.ci95[1]:+.1f}], utility gap {ug.mean:+.1f} [{ug.ci95[0]:+.1f}, {ug.ci95[1]:+.1f}] points "
                   f"(measured on {', '.join(r.tasks) or 'the owner tasks'})")
         out.print(f"scaleot emulators request --model {r.model} --method {r.method} --alpha {r.alpha:g} "
-                  f"--beta {r.beta:g}")
+                  f"--beta {r.beta:g} --adapter-bottom {r.adapter_bottom} --adapter-top {r.adapter_top}")
 
     emit(as_json, r, human)
 

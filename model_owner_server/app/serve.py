@@ -29,6 +29,7 @@ WORKER_CMD = [sys.executable, "-m", "model_owner_server.jobs"]
 # With SCALEOT_API_PROCESSES > 1, uvicorn kills a child that does not answer its health ping in time
 # (5 s by default) and starts another. A child answers only once it has imported the app (torch,
 # transformers): 5-15 s on a busy 2-core machine, so children were killed and respawned in a loop.
+# The same timeout bounds how long a hung child goes unnoticed (uvicorn then kills and replaces it).
 API_CHILD_HEALTHCHECK_S = 120
 
 

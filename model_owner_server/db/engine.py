@@ -22,8 +22,10 @@ def ping_when_idle(engine: Engine, idle_s: float = IDLE_PING_S) -> None:
     """Ping a pooled connection on checkout only when it sat idle for `idle_s`, instead of on every checkout
     (`pool_pre_ping`), which doubled the round trips of a busy API (one `SELECT 1` per request). A dead
     connection (server restarted, idle timeout) is replaced before use either way: a failed ping raises
-    `DisconnectionError`, on which the pool discards it and connects again. One that dies between two
-    requests a moment apart still fails that request, as it could with `pool_pre_ping` too."""
+    `DisconnectionError`, on which the pool discards it and connects again. The price: a connection that
+    dies while the API is busy (a database restart under load) is not pinged, so the first request on it
+    fails; SQLAlchemy then discards the whole pool, so about one request per API process fails, where
+    `pool_pre_ping` would have caught every dead connection."""
 
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi_connection: Any, record: Any) -> None:

@@ -17,6 +17,7 @@ Pure: reads only the frontier JSON (`frontier.run`'s result), no model, no torch
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +58,20 @@ def recommend(frontier_result: dict[str, Any], target_privacy_gap: float) -> tup
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite number (json.loads accepts NaN, Infinity and 1e400, which would break the ordering)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_gap(gap: Any) -> bool:
     """None (a point whose tuning failed) or {"mean": x, "ci95": [lo, hi]}."""
     return gap is None or (isinstance(gap, dict) and _is_number(gap.get("mean")) and isinstance(gap.get("ci95"), list)
                            and len(gap["ci95"]) == 2 and all(_is_number(x) for x in gap["ci95"]))
+
+
+def adapter_split(frontier: dict[str, Any]) -> tuple[int, int]:
+    """(bottom, top) adapter blocks the frontier was measured with (2 + 2 when it predates the record)."""
+    adapter = frontier.get("adapter") or {"bottom": 2, "top": 2}
+    return int(adapter["bottom"]), int(adapter["top"])
 
 
 def load_frontier(path: Path) -> dict[str, Any]:
@@ -76,7 +84,16 @@ def load_frontier(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("benchmark") != "frontier" or not isinstance(data.get("points"), list):
         raise ValueError(not_frontier)
     for point in data["points"]:
+        plug_in = point.get("plug_in") if isinstance(point, dict) else None
         if not (isinstance(point, dict) and _is_number(point.get("alpha")) and _is_number(point.get("beta"))
-                and all(_is_gap(point.get(k)) for k in ("privacy_gap", "utility_gap"))):
-            raise ValueError(f"{not_frontier}: a point without alpha, beta and gaps ({str(point)[:80]})")
+                and all(_is_gap(point.get(k)) for k in ("privacy_gap", "utility_gap"))
+                and (plug_in is None or (isinstance(plug_in, dict) and _is_number(plug_in.get("mean"))))):
+            raise ValueError(f"{not_frontier}: a point without finite alpha, beta and gaps ({str(point)[:80]})")
+    tasks, adapter = data.get("tasks", []), data.get("adapter")
+    if not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)):
+        raise ValueError(f"{not_frontier}: `tasks` is not a list of task names")
+    if adapter is not None and not (isinstance(adapter, dict) and all(
+            isinstance(adapter.get(k), int) and not isinstance(adapter.get(k), bool) and 0 <= adapter[k] <= 1024
+            for k in ("bottom", "top"))):
+        raise ValueError(f"{not_frontier}: `adapter` is not {{\"bottom\": B, \"top\": T}}")
     return data

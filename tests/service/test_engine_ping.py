@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 
-from model_owner_server.db.engine import make_engine, ping_when_idle
+from model_owner_server.db.engine import ping_when_idle
 from tests.service.conftest import fresh_postgres_database
 
 
@@ -64,7 +64,7 @@ def test_an_idle_connection_is_pinged_and_a_dead_one_replaced(tmp_path: Path, mo
 def test_a_terminated_postgres_backend_is_replaced() -> None:
     url = fresh_postgres_database()
     assert url is not None
-    engine = make_engine(url, pool_size=1, max_overflow=0)
+    engine = create_engine(url, pool_size=1, max_overflow=0)  # as make_engine builds it, with no idle wait
     ping_when_idle(engine, idle_s=0)
     with engine.connect() as connection:
         pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()

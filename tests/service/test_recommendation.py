@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from data_owner_client.cli import app as cli
 from data_owner_client.client import ScaleOTClient
 from model_owner_server.app.main import create_app
+from model_owner_server.cli import app as server_cli
 from tests.service.conftest import Headers, make_settings, new_owner
 from tests.unit.test_bench_frontier import POINTS
 
@@ -63,18 +65,46 @@ def test_errors_say_what_to_do(served: tuple[TestClient, Headers]) -> None:
 
 
 def test_a_bad_frontier_setting_is_refused_at_start_up(tmp_path: Path) -> None:
-    cases = {
-        "not in SCALEOT_MODELS": {"gpt-5": _frontier(tmp_path / "a.json")},
-        "cannot read": {MODEL: tmp_path / "missing.json"},
-        "is not a frontier result": {MODEL: tmp_path / "b.json"},
-        "a point without alpha": {MODEL: tmp_path / "c.json"},
-        "was measured on 'tiny-llama'": {MODEL: _frontier(tmp_path / "d.json", model="tiny-llama")},
+    with pytest.raises(ValidationError, match="not in SCALEOT_MODELS"):
+        make_settings(tmp_path / "data", frontiers={"gpt-5": _frontier(tmp_path / "a.json")})
+    point = dict(POINTS[1])
+    bad_files = {
+        "b.json": ("{not json", "is not a frontier result"),
+        "c.json": ({"benchmark": "frontier", "points": [{"alpha": "x"}]}, "a point without finite alpha"),
+        "d.json": ({"benchmark": "frontier", "points": [{**point, "privacy_gap": {"mean": float("inf"),
+                                                                                 "ci95": [0, 1]}}]}, "finite"),
+        "e.json": ({"benchmark": "frontier", "points": [{**point, "plug_in": {"mean": "abc"}}]}, "finite"),
+        "f.json": ({"benchmark": "frontier", "points": POINTS, "tasks": None}, "`tasks` is not a list"),
+        "g.json": ({"benchmark": "frontier", "points": POINTS, "adapter": {"bottom": -1, "top": 2}}, "`adapter`"),
     }
-    (tmp_path / "b.json").write_text("{not json")
-    (tmp_path / "c.json").write_text(json.dumps({"benchmark": "frontier", "points": [{"alpha": "x"}]}))
-    for message, frontiers in cases.items():
-        with pytest.raises(ValidationError, match=message):
-            make_settings(tmp_path / "data", frontiers=frontiers)
+    cases = {"cannot read": tmp_path / "missing.json", "was measured on 'tiny-llama'": _frontier(
+        tmp_path / "h.json", model="tiny-llama")}
+    for name, (content, message) in bad_files.items():
+        (tmp_path / name).write_text(content if isinstance(content, str) else json.dumps(content))
+        cases[message] = tmp_path / name
+    for message, path in cases.items():
+        settings = make_settings(tmp_path / "data", frontiers={MODEL: path})
+        with pytest.raises(ValueError, match=f"SCALEOT_FRONTIERS\\['{MODEL}'\\].*{message}"):
+            settings.load_frontiers()
+    serve = CliRunner().invoke(server_cli, ["serve"], env={
+        "SCALEOT_ENVIRONMENT": "development", "SCALEOT_DATA_DIR": str(tmp_path / "data"),
+        "SCALEOT_MODELS": json.dumps([MODEL]), "SCALEOT_FRONTIERS": json.dumps({MODEL: str(tmp_path / "b.json")})})
+    assert serve.exit_code == 2 and "is not a frontier result" in serve.output and "Traceback" not in serve.output
+
+
+def test_the_split_it_was_measured_with_comes_along_and_path_names_resolve(tmp_path: Path) -> None:
+    local = str(tmp_path / "models" / "my-model")  # a model owner's local directory: a name with slashes
+    settings = make_settings(tmp_path / "data", models=[MODEL, local], frontiers={
+        MODEL: _frontier(tmp_path / "s.json", adapter={"bottom": 1, "top": 3}),
+        local: _frontier(tmp_path / "l.json", model=local)})
+    with TestClient(create_app(settings)) as client:
+        alice = new_owner(client, "alice")
+        body = client.get(URL, params={"privacy_gap": 3}, headers=alice).json()
+        assert (body["adapter_bottom"], body["adapter_top"]) == (1, 3)
+        encoded = quote(local, safe="")
+        answer = client.get(f"/v1/models/{encoded}/recommendation", params={"privacy_gap": 3}, headers=alice)
+        assert answer.status_code == 200 and answer.json()["model"] == local
+        assert (answer.json()["adapter_bottom"], answer.json()["adapter_top"]) == (2, 2)  # before the record
 
 
 def test_the_data_owner_cli_asks_for_the_recommendation(served: tuple[TestClient, Headers],
@@ -95,7 +125,8 @@ def test_the_data_owner_cli_asks_for_the_recommendation(served: tuple[TestClient
     line = runner.invoke(cli, ["emulators", "recommend", "--model", MODEL, "--privacy-gap", "3", *common])
     assert line.exit_code == 0, line.output
     assert "alpha 0.5, beta 0: privacy gap +4.0 [+2.5, +5.5], utility gap +1.0 [-0.5, +2.5]" in line.stdout
-    assert f"scaleot emulators request --model {MODEL} --method scaleot --alpha 0.5 --beta 0" in line.stdout
+    assert (f"scaleot emulators request --model {MODEL} --method scaleot --alpha 0.5 --beta 0 --adapter-bottom 2 "
+            "--adapter-top 2") in line.stdout
     as_json = runner.invoke(cli, ["emulators", "recommend", "--model", MODEL, "--privacy-gap", "4.5",
                                   "--conservative", "--json", *common])
     assert as_json.exit_code == 0 and json.loads(as_json.stdout)["beta"] == 0.5

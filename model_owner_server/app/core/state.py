@@ -12,7 +12,6 @@ from transformers import PreTrainedModel
 from model_owner_server.app.core.key_cache import KeyCache
 from model_owner_server.app.core.security import Principal
 from model_owner_server.db.engine import make_engine
-from model_owner_server.emulators.recommend import load_frontier
 from model_owner_server.model_cache import BaseModelCache, LRUCache
 from model_owner_server.settings import Settings
 from model_owner_server.storage.base import ArtifactStore
@@ -47,5 +46,5 @@ class AppState:
             base_models=BaseModelCache(settings.base_cache_size, settings.torch_dtype),
             plugged=LRUCache(settings.plugged_cache_size),
             keys=KeyCache(settings.auth_cache_s),
-            frontiers={model: load_frontier(path) for model, path in settings.frontiers.items()},
+            frontiers=settings.load_frontiers(),
         )

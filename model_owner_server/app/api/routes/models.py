@@ -9,7 +9,7 @@ from fastapi import HTTPException, Query, status
 from model_owner_server import base_models
 from model_owner_server.app.api.deps import PrincipalDep, StateDep
 from model_owner_server.app.api.routing import api_router
-from model_owner_server.emulators.recommend import NoRecommendationError, recommended_point
+from model_owner_server.emulators.recommend import NoRecommendationError, adapter_split, recommended_point
 from shared.api import DialRecommendation, GapEstimate, ModelInfo, TaskInfo
 
 router = api_router(prefix="/v1", tags=["models"])
@@ -28,7 +28,7 @@ def list_models(state: StateDep, _: PrincipalDep) -> list[ModelInfo]:
     return out
 
 
-@router.get("/models/{name}/recommendation", response_model=DialRecommendation,
+@router.get("/models/{name:path}/recommendation", response_model=DialRecommendation,
             summary="The (alpha, beta) to request for a wanted privacy gap, from the owner's measured frontier",
             responses={404: {"description": "model not served, or no frontier measured for it"},
                        422: {"description": "no measured (alpha, beta) reaches that privacy gap (the message says "
@@ -50,13 +50,14 @@ def recommendation(
         point = recommended_point(frontier, privacy_gap, conservative=conservative)
     except NoRecommendationError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    plug_in = point.get("plug_in")
+    plug_in = point.get("plug_in")  # the shapes were checked when the frontier was loaded (load_frontier)
+    bottom, top = adapter_split(frontier)
     return DialRecommendation(
         model=name, wanted_privacy_gap=privacy_gap, conservative=conservative, method=str(point["method"]),
-        alpha=point["alpha"], beta=point["beta"], privacy_gap=GapEstimate.model_validate(point["privacy_gap"]),
+        alpha=point["alpha"], beta=point["beta"], adapter_bottom=bottom, adapter_top=top,
+        privacy_gap=GapEstimate.model_validate(point["privacy_gap"]),
         utility_gap=GapEstimate.model_validate(point["utility_gap"]),
-        plug_in=plug_in.get("mean") if isinstance(plug_in, dict) else None,
-        tasks=[str(t) for t in frontier.get("tasks", []) if isinstance(t, str)])
+        plug_in=plug_in["mean"] if plug_in else None, tasks=list(frontier.get("tasks", [])))
 
 
 @router.get("/tasks", response_model=list[TaskInfo], summary="Built-in evaluation tasks")
