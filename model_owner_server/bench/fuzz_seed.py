@@ -29,6 +29,7 @@ from shared.adapter_format import PEFT_WEIGHTS, save_adapter
 from shared.artifacts import read_manifest
 
 FULL_SPEC = {"base_model": "tiny-gpt2", "method": "uniform", "alpha": 0.5, "adapter_bottom": 1, "adapter_top": 1}
+FRONTIER_MODEL = "tiny-gpt2"  # served with a measured-looking frontier, so the recommendation route answers too
 LORA_SPEC = {"base_model": "tiny-llama", "method": "uniform", "alpha": 0.5, "adapter_bottom": 1, "adapter_top": 1}
 
 
@@ -66,10 +67,26 @@ class FuzzServer:
                 "SCALEOT_MODELS": json.dumps(["tiny-gpt2", "tiny-llama"]), "SCALEOT_WORKERS_WITH_SERVE": "0",
                 "SCALEOT_GENERATE_MAX_NEW_TOKENS": "8", "SCALEOT_MAX_UPLOAD_BYTES": "4000000",
                 "SCALEOT_EVAL_LIMIT": "4", **({"PYTHONPATH": str(self.source)} if self.source else {}),
-                **self.settings}
+                "SCALEOT_FRONTIERS": json.dumps({FRONTIER_MODEL: str(self.frontier_path)}), **self.settings}
+
+    @property
+    def frontier_path(self) -> Path:
+        return self.root / "frontier.json"
+
+    def write_frontier(self) -> None:
+        """Three ScaleOT points on a made-up frontier (the shape `bench frontier` writes)."""
+        def point(alpha: float, beta: float, privacy: float, utility: float) -> dict[str, Any]:
+            return {"variant": f"scaleot (alpha {alpha:g}, beta {beta:g})", "method": "scaleot", "alpha": alpha,
+                    "beta": beta, "privacy_gap": {"mean": privacy, "ci95": [privacy - 2, privacy + 2]},
+                    "utility_gap": {"mean": utility, "ci95": [utility - 2, utility + 2]}, "plug_in": {"mean": 70.0}}
+
+        self.frontier_path.write_text(json.dumps({
+            "benchmark": "frontier", "model": FRONTIER_MODEL, "tasks": ["bbc_news"],
+            "points": [point(0.25, 0.0, 1.0, 0.5), point(0.5, 0.0, 4.0, 2.0), point(0.5, 0.5, 8.0, 5.0)]}))
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.write_frontier()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([*CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                                          env=self.env(), stdout=log, stderr=log, cwd=self.source)
@@ -103,7 +120,7 @@ class Seed:
 
     def ids(self) -> dict[str, Any]:
         return {"emulator_id": [self.full_emulator, self.lora_emulator], "adapter_id": [self.adapter_id],
-                "evaluation_id": [self.evaluation_id]}
+                "evaluation_id": [self.evaluation_id], "name": [FRONTIER_MODEL]}  # name: of /v1/models/{name}/...
 
 
 def make_full_adapter(emulator_dir: Path, out: Path) -> bytes:
