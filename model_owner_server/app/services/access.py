@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import TypeVar
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from model_owner_server.app.core.security import Principal
@@ -36,17 +37,25 @@ def visible_emulator(session: Session, principal: Principal, emulator_id: str) -
     return visible_emulator_and_job(session, principal, emulator_id)[0]
 
 
+# Built once with bound parameters: constructing the expressions (`col(...) == value`, joins) on every
+# request cost about as much Python as running the cached, compiled statement (status polling is the hot path).
+_EMULATOR_AND_JOB = (select(Emulator, Job).outerjoin(Job, col(Job.id) == col(Emulator.job_id))
+                     .where(col(Emulator.id) == bindparam("emulator_id")))
+_GRANTED_EMULATOR_AND_JOB = _EMULATOR_AND_JOB.join(
+    EmulatorGrant, (col(EmulatorGrant.emulator_id) == col(Emulator.id))
+    & (col(EmulatorGrant.owner_id) == bindparam("owner_id")))
+
+
 def visible_emulator_and_job(session: Session, principal: Principal, emulator_id: str
                              ) -> tuple[Emulator, Job | None]:
     """One query for the emulator, the caller's grant and the build job (status polling is the hot path)."""
     if not _ID.fullmatch(emulator_id):
         raise not_found("emulator", emulator_id)
-    query = (select(Emulator, Job).outerjoin(Job, col(Job.id) == col(Emulator.job_id))
-             .where(col(Emulator.id) == emulator_id))
-    if not principal.is_admin:
-        query = query.join(EmulatorGrant, (col(EmulatorGrant.emulator_id) == col(Emulator.id))
-                           & (col(EmulatorGrant.owner_id) == principal.owner_id))
-    found = session.exec(query).first()
+    if principal.is_admin:
+        found = session.exec(_EMULATOR_AND_JOB, params={"emulator_id": emulator_id}).first()
+    else:
+        found = session.exec(_GRANTED_EMULATOR_AND_JOB,
+                             params={"emulator_id": emulator_id, "owner_id": principal.owner_id}).first()
     if found is None:
         raise not_found("emulator", emulator_id)
     return found[0], found[1]

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, ReadSessionDep, StateDep
@@ -49,12 +50,16 @@ async def upload_adapter(request: Request, state: StateDep, principal: Principal
         shutil.rmtree(work, ignore_errors=True)
 
 
+# built once with a bound owner (see services/access.py)
+_ALL_ADAPTERS = select(Adapter).order_by(col(Adapter.created_at).desc())
+_OWN_ADAPTERS = _ALL_ADAPTERS.where(col(Adapter.owner_id) == bindparam("owner_id"))
+
+
 @router.get("", response_model=AdapterList, summary="Your adapters (admin: all)")
 def list_adapters(session: ReadSessionDep, principal: PrincipalDep) -> Response:
-    query = select(Adapter).order_by(col(Adapter.created_at).desc())
-    if not principal.is_admin:
-        query = query.where(Adapter.owner_id == principal.owner_id)
-    return answer(AdapterList(items=[adapter_out(row) for row in session.exec(query).all()]))
+    rows = (session.exec(_ALL_ADAPTERS) if principal.is_admin
+            else session.exec(_OWN_ADAPTERS, params={"owner_id": principal.owner_id}))
+    return answer(AdapterList(items=[adapter_out(row) for row in rows.all()]))
 
 
 @router.get("/{adapter_id}", response_model=AdapterOut, summary="One adapter",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Body, Response, status
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 
 from model_owner_server.app.api.deps import PrincipalDep, ReadSessionDep, SessionDep, StateDep
@@ -40,16 +41,18 @@ def request_emulator(
     return emulator_out(session, state.store, row)
 
 
+# the build jobs come in the same query (no query per row); built once (see services/access.py)
+_ALL_EMULATORS = (select(Emulator, Job).outerjoin(Job, col(Job.id) == col(Emulator.job_id))
+                  .order_by(col(Emulator.created_at).desc()))
+_GRANTED_EMULATORS = _ALL_EMULATORS.join(EmulatorGrant, col(EmulatorGrant.emulator_id) == col(Emulator.id)).where(
+    col(EmulatorGrant.owner_id) == bindparam("owner_id"))
+
+
 @router.get("", response_model=EmulatorList, summary="Emulators you requested (admin: all)")
 def list_emulators(state: StateDep, session: ReadSessionDep, principal: PrincipalDep) -> Response:
-    # the build jobs come in the same query (no query per row)
-    query = (select(Emulator, Job).outerjoin(Job, col(Job.id) == col(Emulator.job_id))
-             .order_by(col(Emulator.created_at).desc()))
-    if not principal.is_admin:
-        query = query.join(EmulatorGrant, col(EmulatorGrant.emulator_id) == col(Emulator.id)).where(
-            EmulatorGrant.owner_id == principal.owner_id)
-    return answer(EmulatorList(items=[emulator_out(session, state.store, row, job)
-                                      for row, job in session.exec(query).all()]))
+    rows = (session.exec(_ALL_EMULATORS) if principal.is_admin
+            else session.exec(_GRANTED_EMULATORS, params={"owner_id": principal.owner_id}))
+    return answer(EmulatorList(items=[emulator_out(session, state.store, row, job) for row, job in rows.all()]))
 
 
 @router.get("/{emulator_id}", response_model=EmulatorOut, summary="Build state, progress, error, manifest",
