@@ -142,6 +142,25 @@ def bench_frontier(
     typer.echo(f"written to {out / f'frontier-{run_label}'}.{{json,md,png}}")
 
 
+@bench_app.command("api-cpu")
+def bench_api_cpu(
+    requests: Annotated[int, typer.Option(min=10, max=100_000, help="requests per endpoint per round")] = 2000,
+    rounds: Annotated[int, typer.Option(min=1, max=50, help="rounds, alternating between the endpoints")] = 3,
+    database_url: Annotated[str | None, typer.Option(
+        help="a PostgreSQL server URL (a fresh database per run; default SQLite)")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """CPU time of one metadata request inside the API process (in-process ASGI, no network): the
+    server's share of `bench http`, steady enough to compare two commits."""
+    from model_owner_server.bench import api_cpu
+    from model_owner_server.bench.output import write_result
+
+    result = api_cpu.run(requests, rounds, database_url)
+    stem = write_result(out, f"api-cpu-{result['database']}", result, api_cpu.markdown(result))
+    typer.echo(api_cpu.markdown(result))
+    typer.echo(f"written to {stem}.{{json,md}}")
+
+
 @bench_app.command("http")
 def bench_http(
     model: Annotated[str, typer.Option(help="base model of the emulator (local server mode)")] = "tiny-llama",
