@@ -27,7 +27,8 @@ def gap_chart(path: Path, title: str) -> Iterator[Axes]:
         ax.axvline(0, color="grey", linewidth=0.6)
         ax.axhline(0, color="grey", linewidth=0.6)
         ax.set_xlabel("privacy gap (plug-in - emulator fine-tuned, points; right = more private)")
-        ax.set_ylabel("utility gap (adapter-only on full model - plug-in, points; down = better)")
+        # two lines: on one, the label is longer than the axis and tight_layout cuts both ends
+        ax.set_ylabel("utility gap, points (down = better)\nadapter-only on full model - plug-in")
         ax.set_title(title)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
