@@ -113,9 +113,16 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
             data = load_task(task)
             if task not in state.lrs:
                 train, validation, _ = split(data, budget)
+                scored = state.lr_scores.setdefault(task, {})
+
+                def remember(kind: str, lr: float, acc: float, scored: dict[str, dict[str, float]] = scored) -> None:
+                    scored.setdefault(kind, {})[f"{lr:g}"] = acc  # a selection stopped midway resumes from here
+                    save_state(path, state)
+
                 state.lrs[task] = select_task_lrs(base.model, base.tokenizer, blocks, train, validation,
                                                   tuning_for(budget, budget.lr_grid[0], budget.seeds[0]),
-                                                  budget.grids, prefixed(log, task))
+                                                  budget.grids, prefixed(log, task), known=scored, on_score=remember)
+                state.lr_scores.pop(task, None)
                 save_state(path, state)
 
             def keep(partial: TaskResult, task: str = task) -> None:

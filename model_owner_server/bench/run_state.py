@@ -33,6 +33,8 @@ class RunState(BaseModel):
     fingerprint: str
     config: dict[str, Any]
     lrs: dict[str, dict[str, LrChoice]] = Field(default_factory=dict)  # task -> kind -> choice
+    # task -> kind -> f"{lr:g}" -> validation accuracy: the rates scored so far by an unfinished selection
+    lr_scores: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
     tasks: dict[str, TaskResult] = Field(default_factory=dict)  # finished tasks, in finishing order
     # a task stopped after its reference rows: those and the variant rows done so far (resumed, not redone)
     partial: dict[str, TaskResult] = Field(default_factory=dict)

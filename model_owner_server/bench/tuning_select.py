@@ -45,14 +45,17 @@ def pick_best(scores: Mapping[float, float]) -> float:
 
 
 def select_lr(kind: str, grid: Sequence[float], evaluate: Callable[[float], float], n_valid: int,
-              seed: int) -> LrChoice:
+              seed: int, known: Mapping[str, float] | None = None) -> LrChoice:
     """Evaluate every rate of the grid with `evaluate(lr) -> validation accuracy` and keep the best
-    (a grid of one rate is taken as given, without a tuning run)."""
+    (a grid of one rate is taken as given, without a tuning run). `known`: scores of an interrupted
+    selection (f"{lr:g}" -> accuracy), used instead of running those rates again; `seconds` then counts
+    only the rates run now."""
     rates = sorted(set(grid))
     if len(rates) == 1:
         return LrChoice(kind=kind, lr=rates[0], validation_acc={}, n_valid=0, seed=seed)
+    known = known or {}
     started = time.perf_counter()
-    scores = {lr: evaluate(lr) for lr in rates}
+    scores = {lr: known[f"{lr:g}"] if f"{lr:g}" in known else evaluate(lr) for lr in rates}
     return LrChoice(kind=kind, lr=pick_best(scores), validation_acc={f"{lr:g}": s for lr, s in scores.items()},
                     n_valid=n_valid, seed=seed, seconds=time.perf_counter() - started)
 
@@ -60,18 +63,28 @@ def select_lr(kind: str, grid: Sequence[float], evaluate: Callable[[float], floa
 def select_task_lrs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, adapter_blocks: list[int],
                     train: list[TrainExample], validation: list[MCExample], tuning: TuningConfig,
                     grids: Mapping[str, Sequence[float]],
-                    log: Callable[[str], None] = lambda _: None) -> dict[str, LrChoice]:
-    """One LrChoice per tuning kind in `grids` (adapter / full_parameter), from the validation split."""
+                    log: Callable[[str], None] = lambda _: None,
+                    known: Mapping[str, Mapping[str, float]] | None = None,
+                    on_score: Callable[[str, float, float], None] | None = None) -> dict[str, LrChoice]:
+    """One LrChoice per tuning kind in `grids` (adapter / full_parameter), from the validation split.
+    `known` (kind -> f"{lr:g}" -> accuracy): rates scored before an interruption, not run again;
+    `on_score(kind, lr, accuracy)` is called after each rate, so a caller can keep them."""
     if not validation and any(len(set(g)) > 1 for g in grids.values()):
         raise ValueError("learning-rate selection needs validation examples")
+    known = known or {}
     choices: dict[str, LrChoice] = {}
     for kind, grid in grids.items():
+        for lr_text, acc in sorted(known.get(kind, {}).items()):
+            log(f"lr selection {kind} lr {lr_text}: validation acc {acc:.3f} (from an earlier run)")
+
         def evaluate(lr: float, kind: str = kind) -> float:
             tuned = tuned_copy(model, tokenizer, kind, adapter_blocks, train,
                                tuning.model_copy(update={"lr": lr}))
             acc = score_model(tuned, tokenizer, validation).value
             log(f"lr selection {kind} lr {lr:g}: validation acc {acc:.3f}")
+            if on_score is not None:
+                on_score(kind, lr, acc)
             return acc
 
-        choices[kind] = select_lr(kind, grid, evaluate, len(validation), tuning.seed)
+        choices[kind] = select_lr(kind, grid, evaluate, len(validation), tuning.seed, known.get(kind))
     return choices

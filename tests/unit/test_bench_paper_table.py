@@ -297,3 +297,31 @@ def test_another_adapter_split_is_the_profile_s(tmp_path: Path) -> None:
     assert [row["variant"] for row in result["summary"]] == [v.label for v in VARIANTS]
     assert result["adapter"] == {"bottom": 1, "top": 3}
     assert "(adapter 1 + 3 blocks)" in (tmp_path / "paper-table-s.md").read_text()
+
+
+def test_a_learning_rate_selection_stopped_midway_keeps_the_rates_it_scored(
+        tiny: tuple[LoadedBase, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = toy_budget(seeds=(0,), lr_grid=(1e-3, 1e-2), full_lr_grid=())
+    real_score = tuning_select.score_model
+    scored: list[str] = []
+
+    def stopping_score(model: Any, tokenizer: Any, items: Any) -> Score:
+        if len(scored) == 1 and not getattr(stopping_score, "stopped", False):
+            stopping_score.stopped = True  # type: ignore[attr-defined]
+            raise KeyboardInterrupt  # the machine goes away during the second rate
+        scored.append("rate")
+        return real_score(model, tokenizer, items)
+
+    monkeypatch.setattr(tuning_select, "score_model", stopping_score)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
+    state = json.loads((tmp_path / ".paper-table-t.state.json").read_text())
+    assert list(state["lr_scores"]["a"]["adapter"]) == ["0.001"] and state["lrs"] == {}
+
+    logged: list[str] = []
+    result = paper_table.run(tiny[0], tiny[1], ["a"], VARIANTS, budget, tmp_path, "t", log=logged.append,
+                             load_task=lambda name: toy_task(name))
+    assert scored == ["rate", "rate"]  # only the second rate ran on resuming
+    assert any("lr 0.001: validation acc" in line and "earlier run" in line for line in logged)
+    assert set(result["tasks"][0]["lr"]["adapter"]["validation_acc"]) == {"0.001", "0.01"}
+    assert json.loads((tmp_path / ".paper-table-t.state.json").read_text())["lr_scores"] == {}
