@@ -25,7 +25,7 @@ import torch
 from data_owner_client.tuning.config import TuningConfig
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.bench import paper_report
-from model_owner_server.bench.records import TaskResult
+from model_owner_server.bench.records import Cell, TaskResult
 from model_owner_server.bench.run_state import open_state, save_state
 from model_owner_server.bench.summary import summarize, task_intervals
 from model_owner_server.bench.task_run import (
@@ -127,10 +127,17 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
 
             def keep(partial: TaskResult, task: str = task) -> None:
                 state.partial[task] = partial
+                state.reference_cells.pop(task, None)  # the partial task holds them now
+                save_state(path, state)
+
+            def keep_reference(row: str, cell: Cell, task: str = task) -> None:
+                state.reference_cells.setdefault(task, {})[row] = cell
                 save_state(path, state)
 
             state.tasks[task] = run_task(base, profile, data, variants, budget, Path(tmp), prefixed(log, task),
-                                         lrs=state.lrs[task], save_partial=keep)
+                                         lrs=state.lrs[task], save_partial=keep,
+                                         known_reference=state.reference_cells.get(task),
+                                         save_reference=keep_reference)
             state.partial.pop(task, None)
             save_state(path, state)
             result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from model_owner_server.bench.records import TaskResult
+from model_owner_server.bench.records import Cell, TaskResult
 from model_owner_server.bench.tuning_select import LrChoice
 
 STATE_VERSION = 1
@@ -35,6 +35,8 @@ class RunState(BaseModel):
     lrs: dict[str, dict[str, LrChoice]] = Field(default_factory=dict)  # task -> kind -> choice
     # task -> kind -> f"{lr:g}" -> validation accuracy: the rates scored so far by an unfinished selection
     lr_scores: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+    # task -> reference row -> its seeds finished so far, while the task's reference rows are running
+    reference_cells: dict[str, dict[str, Cell]] = Field(default_factory=dict)
     tasks: dict[str, TaskResult] = Field(default_factory=dict)  # finished tasks, in finishing order
     # a task stopped after its reference rows: those and the variant rows done so far (resumed, not redone)
     partial: dict[str, TaskResult] = Field(default_factory=dict)

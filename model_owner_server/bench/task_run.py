@@ -89,20 +89,28 @@ def split(data: TaskData[MCExample], budget: Budget) -> tuple[list[TrainExample]
 
 
 def _reference_rows(base: LoadedBase, blocks: list[int], train: list[TrainExample], test: list[MCExample],
-                    budget: Budget, lrs: dict[str, LrChoice], log: Log) -> dict[str, tuple[Cell, list[Score]]]:
+                    budget: Budget, lrs: dict[str, LrChoice], log: Log, known: dict[str, Cell] | None = None,
+                    on_cell: Callable[[str, Cell], None] | None = None) -> dict[str, tuple[Cell, list[Score]]]:
+    """Adapter-only and full-parameter tuning on the full model, one run per seed. `known`: the cells of an
+    interrupted run (the seeds they hold are not run again); `on_cell(row, cell)` after every seed."""
     rows: dict[str, tuple[Cell, list[Score]]] = {}
     for kind, row in (("adapter", "adapter_tuning_full_model"), ("full_parameter", "full_parameter_fine_tuning")):
-        cell, scores = Cell.empty(), []
+        cell = (known or {}).get(row, Cell.empty()).model_copy(deep=True)
+        scores = [_score(cell, i) for i in range(len(cell.acc))]
+        for seed, score in zip(budget.seeds, scores, strict=False):
+            log(f"{row} seed {seed}: acc {score.value:.3f} (from an earlier run)")
         if kind in lrs:
-            started = time.perf_counter()
-            for seed in budget.seeds:
+            for seed in budget.seeds[len(scores):]:
+                started = time.perf_counter()
                 config = tuning_for(budget, lrs[kind].lr, seed)
                 tuned = tuned_copy(base.model, base.tokenizer, kind, blocks, train, config)
                 scores.append(score_model(tuned, base.tokenizer, test))
                 cell.add(scores[-1])
+                cell.seconds += time.perf_counter() - started
                 del tuned
                 log(f"{row} seed {seed}: acc {scores[-1].value:.3f}")
-            cell.seconds = time.perf_counter() - started
+                if on_cell is not None:
+                    on_cell(row, cell)
         rows[row] = (cell, scores)
     return rows
 
@@ -178,13 +186,16 @@ def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant,
 def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], variants: list[Variant],
              budget: Budget, workdir: Path, log: Log = lambda _: None,
              lrs: dict[str, LrChoice] | None = None,
-             save_partial: Callable[[TaskResult], None] | None = None) -> TaskResult:
+             save_partial: Callable[[TaskResult], None] | None = None,
+             known_reference: dict[str, Cell] | None = None,
+             save_reference: Callable[[str, Cell], None] | None = None) -> TaskResult:
     """All rows of one task. `lrs`: learning rates already chosen for this task (else chosen here).
     `seconds` counts the learning-rate selection too, wherever it ran.
 
     `save_partial` gets the unfinished task after its reference rows and after every variant row, so a
     stopped run can resume inside the task: its missing variant rows then run with `rerun_variant`,
-    against the stored reference rows, learning rate and test items."""
+    against the stored reference rows, learning rate and test items. `known_reference` / `save_reference`:
+    the reference rows' seeds of a run stopped before they all finished, kept seed by seed."""
     task = data.spec.name
     train, validation, test = split(data, budget)
     log(f"{len(train)} train, {len(validation)} validation, {len(test)} test examples")
@@ -199,7 +210,7 @@ def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExam
     zero_cell = Cell.empty()
     zero_cell.add(full_zero)
     log(f"full zero-shot acc {full_zero.value:.3f}")
-    reference = _reference_rows(base, blocks, train, test, budget, lrs, log)
+    reference = _reference_rows(base, blocks, train, test, budget, lrs, log, known_reference, save_reference)
     upper_cell, upper_scores = reference["adapter_tuning_full_model"]
     result = TaskResult(task=task, chance=sum(1 / len(e.choices) for e in test) / len(test), n_train=len(train),
                         n_valid=len(validation), n_test=len(test), seeds=list(budget.seeds), lr=lrs,

@@ -325,3 +325,33 @@ def test_a_learning_rate_selection_stopped_midway_keeps_the_rates_it_scored(
     assert any("lr 0.001: validation acc" in line and "earlier run" in line for line in logged)
     assert set(result["tasks"][0]["lr"]["adapter"]["validation_acc"]) == {"0.001", "0.01"}
     assert json.loads((tmp_path / ".paper-table-t.state.json").read_text())["lr_scores"] == {}
+
+
+def test_reference_rows_stopped_midway_keep_the_seeds_they_finished(
+        tiny: tuple[LoadedBase, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = toy_budget(seeds=(0, 1), lr_grid=(1e-2,), full_lr_grid=())
+    real_tuned = task_run.tuned_copy
+    tuned: list[int] = []
+
+    def stopping_tuned(*args: Any) -> Any:
+        if len(tuned) == 1 and not getattr(stopping_tuned, "stopped", False):
+            stopping_tuned.stopped = True  # type: ignore[attr-defined]
+            raise KeyboardInterrupt  # the machine goes away during the second seed's tuning
+        tuned.append(args[-1].seed)
+        return real_tuned(*args)
+
+    monkeypatch.setattr(task_run, "tuned_copy", stopping_tuned)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
+    state = json.loads((tmp_path / ".paper-table-t.state.json").read_text())
+    kept = state["reference_cells"]["a"]["adapter_tuning_full_model"]
+    assert len(kept["acc"]) == 1 and state["partial"] == {}
+
+    logged: list[str] = []
+    result = paper_table.run(tiny[0], tiny[1], ["a"], VARIANTS, budget, tmp_path, "t", log=logged.append,
+                             load_task=lambda name: toy_task(name))
+    assert tuned == [0, 1]  # seed 0 was not tuned again
+    assert any("adapter_tuning_full_model seed 0" in line and "earlier run" in line for line in logged)
+    cell = result["tasks"][0]["adapter_tuning_full_model"]
+    assert cell["acc"][0] == kept["acc"][0] and cell["correct"][0] == kept["correct"][0] and len(cell["acc"]) == 2
+    assert json.loads((tmp_path / ".paper-table-t.state.json").read_text())["reference_cells"] == {}
