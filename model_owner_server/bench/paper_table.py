@@ -53,7 +53,7 @@ STANDARD = Budget(n_train=320, n_valid=200, n_test=None, seeds=(0, 1), tuning=_T
                   lr_grid=(1e-4, 3e-4, 1e-3), full_lr_grid=(1e-5, 3e-5), fidelity_batches=4)
 QUICK = Budget(n_train=64, n_valid=48, n_test=120, seeds=(0, 1), tuning=_TUNING,
                lr_grid=(3e-4, 1e-3), full_lr_grid=(3e-5,), fidelity_batches=2)
-STANDARD_TASKS = ("goal_step_wikihow_goal", "goal_step_wikihow_step", "bbc_news", "winowhy")
+STANDARD_TASKS = ("goal_step_wikihow_goal", "goal_step_wikihow_step", "bbc_news", "intent_recognition")
 QUICK_TASKS = ("goal_step_wikihow_goal",)
 
 TaskLoader = Callable[[str], TaskData[MCExample]]
@@ -69,8 +69,10 @@ def state_path(out_dir: Path, label: str, prefix: str = "paper-table") -> Path:
 
 def run_config(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants: list[Variant],
                budget: Budget) -> dict[str, Any]:
-    """What a run's results depend on. All but the variants bind the state file (its fingerprint); a
-    finished task's rows follow the variants of the run that resumes it (`_refresh_rows`)."""
+    """What a run's results depend on. All but the tasks and variants bind the state file (its
+    fingerprint): a finished task's rows follow the variants of the run that resumes it
+    (`_refresh_rows`), and the report holds the tasks of that run (a task dropped from the list stays in
+    the state, so listing it again costs nothing)."""
     return {"model": base.name, "base_model_sha256": base.weights_sha256, "profile_id": profile.meta.profile_id,
             "tasks": tasks, "variants": [v.label for v in variants], "budget": budget_json(budget)}
 
@@ -87,10 +89,17 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
     """Files: `<out_dir>/<prefix>-<label>.{json,md,png}`, state `<out_dir>/.<prefix>-<label>.state.json`."""
     config = run_config(base, profile, tasks, variants, budget)
     path = state_path(out_dir, label, prefix)
-    state = open_state(path, config, restart, unbound=("variants",))
+    state = open_state(path, config, restart, unbound=("variants", "tasks"))
     if state.tasks:
         log(f"resuming {path}: finished {', '.join(state.tasks)}")
-    result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}") if state.tasks else {}
+        if kept := [t for t in state.tasks if t not in tasks]:
+            log(f"kept in the state but not in this run's tasks (not reported): {', '.join(kept)}")
+
+    def write() -> dict[str, Any]:
+        listed = {task: state.tasks[task] for task in tasks if task in state.tasks}  # this run's tasks, in order
+        return _write(base, profile, listed, budget, out_dir / f"{prefix}-{label}") if listed else {}
+
+    result = write()
     blocks = adapter_blocks(base, profile)
     with tempfile.TemporaryDirectory(prefix="scaleot-paper-table-") as tmp:
         for task in tasks:
@@ -98,7 +107,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
                 if _refresh_rows(base, profile, task, state.tasks[task], variants, budget, Path(tmp), load_task,
                                  prefixed(log, task), lambda: save_state(path, state)):
                     save_state(path, state)
-                    result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
+                    result = write()
                 else:
                     log(f"{task}: finished in an earlier run, skipped")
                 continue
@@ -108,7 +117,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
                               prefixed(log, task), lambda: save_state(path, state))
                 state.tasks[task] = state.partial.pop(task)
                 save_state(path, state)
-                result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
+                result = write()
                 continue
             data = load_task(task)
             if task not in state.lrs:
@@ -140,7 +149,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
                                          save_reference=keep_reference)
             state.partial.pop(task, None)
             save_state(path, state)
-            result = _write(base, profile, state.tasks, budget, out_dir / f"{prefix}-{label}")
+            result = write()
     return result
 
 

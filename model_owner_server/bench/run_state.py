@@ -3,8 +3,8 @@
 Written atomically after every finished task, after each task's learning-rate selection, and inside a
 task after its reference rows and after each variant row, so a run that is stopped, killed or loses its
 machine resumes where it was with the same command. The state is bound to the run's configuration by a
-fingerprint: a changed command (other tasks' budget, variants, seeds, model or profile) refuses to mix
-with old results unless restarted.
+fingerprint: a changed command (another budget, seeds, model or profile) refuses to mix with old results
+unless restarted; the keys a caller declares unbound (the paper-table's tasks and variants) may change.
 """
 
 from __future__ import annotations

@@ -153,6 +153,32 @@ def test_run_writes_results_and_resumes_task_by_task(tiny: tuple[LoadedBase, Imp
     assert ran == []  # everything finished: nothing to do
 
 
+def test_a_task_swapped_out_is_kept_and_a_new_one_runs_alone(tiny: tuple[LoadedBase, ImportanceProfile],
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replacing one task of a finished run (another --tasks) runs only the new task; the old one stays in
+    the state, out of the report, and comes back without running when it is listed again."""
+    budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
+    _run(tiny, tmp_path, ["a", "b"], budget=budget, load_task=lambda name: toy_task(name))
+    ran: list[str] = []
+    real_run_task = paper_table.run_task
+
+    def counting(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], *args: Any,
+                 **kwargs: Any) -> TaskResult:
+        ran.append(data.spec.name)
+        return real_run_task(base, profile, data, *args, **kwargs)
+
+    monkeypatch.setattr(paper_table, "run_task", counting)
+    swapped = _run(tiny, tmp_path, ["a", "c"], budget=budget, load_task=lambda name: toy_task(name))
+    assert ran == ["c"]
+    assert [t["task"] for t in swapped["tasks"]] == ["a", "c"]
+    assert all(entry["n_tasks"] == 2 for entry in swapped["summary"])
+    state = json.loads(paper_table.state_path(tmp_path, "t").read_text())
+    assert set(state["tasks"]) == {"a", "b", "c"}
+    back = _run(tiny, tmp_path, ["c", "b"], budget=budget, load_task=lambda name: toy_task(name))
+    assert ran == ["c"]  # b was kept: nothing ran again
+    assert [t["task"] for t in back["tasks"]] == ["c", "b"]
+
+
 def test_a_changed_configuration_does_not_mix_with_saved_results(tiny: tuple[LoadedBase, ImportanceProfile],
                                                                  tmp_path: Path) -> None:
     budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
