@@ -9,6 +9,8 @@ from typing import Any
 from model_owner_server.bench.gap_chart import gap_chart
 from model_owner_server.bench.records import ROW_TITLES
 
+LEARNED_MIN_SE = 3.0  # the chosen rate is the best of a grid, so its validation score is optimistic
+
 TASK_NOTE = (
     "Tasks: those where SmolLM2-135M is clearly above chance after tuning, measured on the validation "
     "split (see docs/method-notes.md, 'Benchmark protocol'); each test set is the whole test split of its "
@@ -71,13 +73,34 @@ def _task_table(result: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def learned_margin(task: dict[str, Any]) -> float | None:
+    """How many standard errors the chosen adapter rate's validation accuracy clears the validation
+    majority position by (None when either is unknown): the task rule, decided before any test item."""
+    choice, majority = task["lr"].get("adapter"), task.get("validation_majority")
+    if choice is None or majority is None or not choice["validation_acc"]:
+        return None
+    scores = choice["validation_acc"]
+    acc, n = scores.get(f"{choice['lr']:g}", max(scores.values())), choice["n_valid"]
+    se = (max(acc * (1 - acc), 1e-12) / n) ** 0.5
+    return (acc - majority) / se
+
+
 def _lr_table(result: dict[str, Any]) -> list[str]:
     lines = ["## Learning rates (chosen on the validation split, full model, seed = first seed)", "",
-             "| task | kind | chosen lr | validation accuracy per lr |", "|---|---|---|---|"]
+             f"A task counts as learned when adapter-only tuning at the chosen rate clears the validation split's "
+             f"majority answer position by at least {LEARNED_MIN_SE:g} standard errors (`docs/method-notes.md`).", "",
+             "| task | kind | chosen lr | validation accuracy per lr | validation majority | margin (SE) |",
+             "|---|---|---|---|---|---|"]
     for t in result["tasks"]:
         for kind, choice in t["lr"].items():
             grid = ", ".join(f"{lr}: {100 * acc:.1f}" for lr, acc in choice["validation_acc"].items()) or "fixed"
-            lines.append(f"| {t['task']} | {kind} | {choice['lr']:g} | {grid} |")
+            majority = margin = ""
+            if kind == "adapter" and t.get("validation_majority") is not None:
+                majority = f"{100 * t['validation_majority']:.1f}"
+                value = learned_margin(t)
+                verdict = "learned" if value is not None and value >= LEARNED_MIN_SE else "NOT learned"
+                margin = "-" if value is None else f"{value:.1f} ({verdict})"
+            lines.append(f"| {t['task']} | {kind} | {choice['lr']:g} | {grid} | {majority} | {margin} |")
     return [*lines, ""]
 
 

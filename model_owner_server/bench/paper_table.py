@@ -34,6 +34,7 @@ from model_owner_server.bench.task_run import (
     Variant,
     adapter_blocks,
     expected_emulator_id,
+    majority_share,
     prefixed,
     rerun_variant,
     run_task,
@@ -103,6 +104,13 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants
     blocks = adapter_blocks(base, profile)
     with tempfile.TemporaryDirectory(prefix="scaleot-paper-table-") as tmp:
         for task in tasks:
+            stored = state.tasks.get(task) or state.partial.get(task)
+            if stored is not None and stored.validation_majority is None:  # a state from before it was kept
+                _, validation, _ = split(load_task(task), budget)
+                stored.validation_majority = majority_share(validation)
+                save_state(path, state)
+                if task in state.tasks:
+                    result = write()
             if task in state.tasks:
                 if _refresh_rows(base, profile, task, state.tasks[task], variants, budget, Path(tmp), load_task,
                                  prefixed(log, task), lambda: save_state(path, state)):

@@ -76,6 +76,9 @@ class TaskResult(BaseModel):
     # rows of variants the latest resumed run did not ask for: kept (not reported) for a run that asks again
     set_aside: list[VariantRow] = Field(default_factory=list)
     seconds: float = 0.0
+    # share of the most frequent gold choice position among the validation items (the "always answer k"
+    # baseline); None in states written before it was recorded (filled on resume, `paper_table.run`)
+    validation_majority: float | None = None
 
     def cell(self, row: str, variant: VariantRow | None = None) -> Cell:
         source: BaseModel = variant if row in EMULATOR_ROWS and variant is not None else self

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,11 @@ def adapter_blocks(base: LoadedBase, profile: ImportanceProfile) -> list[int]:
 
 def tuning_for(budget: Budget, lr: float, seed: int) -> TuningConfig:
     return budget.tuning.model_copy(update={"lr": lr, "seed": seed})
+
+
+def majority_share(items: list[MCExample]) -> float | None:
+    """Share of the most frequent gold choice position: what answering one fixed position scores."""
+    return max(Counter(e.label for e in items).values()) / len(items) if items else None
 
 
 def split(data: TaskData[MCExample], budget: Budget) -> tuple[list[TrainExample], list[MCExample], list[MCExample]]:
@@ -216,7 +222,8 @@ def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExam
                         n_valid=len(validation), n_test=len(test), seeds=list(budget.seeds), lr=lrs,
                         full_zero_shot=zero_cell, adapter_tuning_full_model=upper_cell,
                         full_parameter_fine_tuning=reference["full_parameter_fine_tuning"][0], rows=[],
-                        seconds=time.perf_counter() - started + sum(c.seconds for c in lrs.values()))
+                        seconds=time.perf_counter() - started + sum(c.seconds for c in lrs.values()),
+                        validation_majority=majority_share(validation))
     if save_partial is not None:
         save_partial(result)
     for v in variants:

@@ -104,12 +104,13 @@ class TaskSpec(_Frozen):
 _MC = ("acc", "acc_norm")
 
 
-def _bigbench(name: str, member: str, description: str, split: SplitSpec | None = None, **prompt: bool) -> TaskSpec:
+def _bigbench(name: str, member: str, description: str, *, split: SplitSpec | None = None,
+              append_choices_to_input: bool | None = None) -> TaskSpec:
     return TaskSpec(
         name=name,
         kind="multiple_choice",
         description=description,
-        source=BigBenchSource(member=member, **prompt),
+        source=BigBenchSource(member=member, append_choices_to_input=append_choices_to_input),
         metrics=_MC,
         split=split or SplitSpec(),
     )
@@ -118,7 +119,7 @@ def _bigbench(name: str, member: str, description: str, split: SplitSpec | None 
 # goal_step_wikihow's task.json keeps BIG-bench's default of listing the choices in the prompt. SmolLM2 is
 # at chance that way (acc 0.25 / 0.31 on 80 test examples, goal / step) and above chance without the list,
 # as a cloze, the way lm-evaluation-harness prompts (acc 0.38 / 0.61), so these two omit the list.
-_CLOZE = {"append_choices_to_input": False}
+_CLOZE = False  # append_choices_to_input
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -128,13 +129,13 @@ TASKS: dict[str, TaskSpec] = {
             "goal_step_wikihow_goal",
             "goal_step_wikihow/goal_inference/task.json",
             "BIG-bench goal_step_wikihow / goal_inference: pick the goal a wikiHow step serves (4 choices)",
-            **_CLOZE,
+            append_choices_to_input=_CLOZE,
         ),
         _bigbench(
             "goal_step_wikihow_step",
             "goal_step_wikihow/step_inference/task.json",
             "BIG-bench goal_step_wikihow / step_inference: pick the step that serves a wikiHow goal (4 choices)",
-            **_CLOZE,
+            append_choices_to_input=_CLOZE,
         ),
         _bigbench("social_iqa", "social_iqa/task.json", "BIG-bench social_iqa: social commonsense (3 choices)"),
         _bigbench("strategyqa", "strategyqa/task.json", "BIG-bench strategyqa: implicit multi-step yes/no questions"),

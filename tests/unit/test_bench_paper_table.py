@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from model_owner_server.base_models import LoadedBase
-from model_owner_server.bench import paper_table, task_run, tuning_select
+from model_owner_server.bench import paper_report, paper_table, task_run, tuning_select
 from model_owner_server.bench.records import Cell, TaskResult, VariantRow
 from model_owner_server.bench.run_state import StateMismatchError
 from model_owner_server.bench.summary import summarize
@@ -381,3 +381,41 @@ def test_reference_rows_stopped_midway_keep_the_seeds_they_finished(
     cell = result["tasks"][0]["adapter_tuning_full_model"]
     assert cell["acc"][0] == kept["acc"][0] and cell["correct"][0] == kept["correct"][0] and len(cell["acc"]) == 2
     assert json.loads((tmp_path / ".paper-table-t.state.json").read_text())["reference_cells"] == {}
+
+
+def test_the_task_rule_is_reported_from_the_validation_split_only() -> None:
+    """The report says whether the full model learned each task: the chosen adapter rate's validation
+    accuracy against the validation majority position, in standard errors; no test item is involved."""
+    items = [MCExample(context=f"q{i}", choices=["x", "y"], label=int(i < 13)) for i in range(20)]
+    assert task_run.majority_share(items) == pytest.approx(0.65)
+    assert task_run.majority_share([]) is None
+
+    def task(acc: float, majority: float | None) -> dict[str, Any]:
+        choice = {"kind": "adapter", "lr": 1e-4, "validation_acc": {"0.0001": acc, "0.001": 0.99}, "n_valid": 200,
+                  "seed": 0}
+        return {"task": "t", "lr": {"adapter": choice}, "validation_majority": majority}
+
+    # winowhy's own numbers: 61.0 at the chosen rate against a majority of 52.0 on 200 items: 2.6 SE
+    winowhy = paper_report.learned_margin(task(0.61, 0.52))
+    assert winowhy == pytest.approx(0.09 / (0.61 * 0.39 / 200) ** 0.5)
+    assert winowhy is not None and winowhy < paper_report.LEARNED_MIN_SE  # the chosen rate's score, not 0.99
+    learned = paper_report.learned_margin(task(0.9, 0.2))
+    assert learned is not None and learned > paper_report.LEARNED_MIN_SE
+    assert paper_report.learned_margin(task(0.9, None)) is None  # a state from before the majority was kept
+    table = "\n".join(paper_report._lr_table({"tasks": [task(0.61, 0.52)]}))
+    assert "52.0" in table and "NOT learned" in table
+
+
+def test_a_state_without_the_validation_majority_gets_it_on_resume(tiny: tuple[LoadedBase, ImportanceProfile],
+                                                                   tmp_path: Path) -> None:
+    budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
+    first = _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
+    expected = task_run.majority_share(toy_task("a").validation[: budget.n_valid])
+    assert first["tasks"][0]["validation_majority"] == pytest.approx(expected)
+    path = paper_table.state_path(tmp_path, "t")
+    state = json.loads(path.read_text())
+    del state["tasks"]["a"]["validation_majority"]  # as written before the field existed
+    path.write_text(json.dumps(state))
+    again = _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
+    assert again["tasks"][0]["validation_majority"] == pytest.approx(expected)
+    assert json.loads(path.read_text())["tasks"]["a"]["validation_majority"] == pytest.approx(expected)
