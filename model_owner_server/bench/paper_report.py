@@ -47,8 +47,13 @@ def _summary_table(result: dict[str, Any]) -> list[str]:
              "| variant | plug-in | emulator fine-tuned | privacy gap | utility gap (adapter-only on full) | "
              "utility gap (full-parameter) | plug-in vs uniform | emulator ppl | KD error | grad cosine per block |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    n_tasks = len(result["tasks"])
     for s in result["summary"]:
-        cells = [s["variant"], f"{s['plug_in']['mean']:.1f}", f"{s['emulator_fine_tuned']['mean']:.1f}",
+        # a variant added to a run midway has not reached every task yet: its means are over fewer tasks
+        name = s["variant"]
+        if s.get("n_tasks", n_tasks) != n_tasks:
+            name += f" ({s['n_tasks']} of {n_tasks} tasks)"
+        cells = [name, f"{s['plug_in']['mean']:.1f}", f"{s['emulator_fine_tuned']['mean']:.1f}",
                  format_ci(s["privacy_gap"]), format_ci(s["utility_gap"]), format_ci(s["utility_gap_full_parameter"]),
                  format_ci(s["plug_in_vs_uniform"]), format_num(s["emulator_ppl"]), format_num(s["kd_error"], 3),
                  _cosines(s["grad_cosine"])]

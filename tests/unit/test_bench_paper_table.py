@@ -419,3 +419,13 @@ def test_a_state_without_the_validation_majority_gets_it_on_resume(tiny: tuple[L
     again = _run(tiny, tmp_path, ["a"], budget=budget, load_task=lambda name: toy_task(name))
     assert again["tasks"][0]["validation_majority"] == pytest.approx(expected)
     assert json.loads(path.read_text())["tasks"]["a"]["validation_majority"] == pytest.approx(expected)
+
+
+def test_a_variant_on_fewer_tasks_says_so_in_the_summary() -> None:
+    tasks = [_task("a", plug=("1100", "1100"), emu_ft=("1000", "1000"), upper=("1110", "1110")),
+             _task("b", plug=("1111", "1110"), emu_ft=("0000", "0000"), upper=("1111", "1111"))]
+    tasks[1].rows = tasks[1].rows[:1]  # scaleot has reached task a only (added to the run midway)
+    summary = summarize(tasks, n_boot=50)
+    lines = paper_report._summary_table({"summary": summary, "tasks": [t.model_dump() for t in tasks]})
+    assert any(line.startswith(f"| {VARIANTS[0].label} |") for line in lines)
+    assert any(line.startswith(f"| {Variant('scaleot', 0.0).label} (1 of 2 tasks) |") for line in lines)
