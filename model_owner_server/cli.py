@@ -183,7 +183,8 @@ def emulators_stage1(
 def emulators_recommend(
     privacy_gap: Annotated[float, typer.Option(help="wanted privacy gap (plug-in - emulator fine-tuned, points)")],
     model: Annotated[str, typer.Option(help="base model (finds results/frontier-<model>.json)")] = "smollm2-135m",
-    frontier: Annotated[Path | None, typer.Option(help="a frontier JSON (scaleot-server bench frontier)")] = None,
+    frontier: Annotated[Path | None, typer.Option(
+        help="a frontier JSON (scaleot-server bench frontier) or a paper-table JSON (bench paper-table)")] = None,
     conservative: Annotated[bool, typer.Option(help="the CI's lower end, not the mean, must reach the gap")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

@@ -11,7 +11,7 @@ The rule (docs/method-notes.md, "Privacy as a dial"):
    smaller beta.
 3. No candidate: no measured point gives that privacy; `NoRecommendationError` says the largest
    privacy gap measured, so the owner can lower the target or measure a larger alpha / beta.
-Pure: reads only the frontier JSON (`frontier.run`'s result), no model, no torch.
+Pure: reads only the frontier JSON (`frontier.run`'s result) or a paper-table JSON, no model, no torch.
 """
 
 from __future__ import annotations
@@ -74,13 +74,29 @@ def adapter_split(frontier: dict[str, Any]) -> tuple[int, int]:
     return int(adapter["bottom"]), int(adapter["top"])
 
 
+def as_frontier(paper_table: dict[str, Any]) -> dict[str, Any]:
+    """A paper-table result read as a frontier: its summary entries are points of the same shape, measured
+    on more tasks. Only variants that reached every task of the run are points (a mean over fewer tasks
+    would not compare with the others)."""
+    tasks = [t.get("task") if isinstance(t, dict) else t for t in paper_table.get("tasks") or []]
+    summary = paper_table.get("summary")
+    points = [s for s in summary if isinstance(s, dict) and s.get("n_tasks", len(tasks)) == len(tasks)] \
+        if isinstance(summary, list) else None
+    return {"benchmark": "frontier", "source": "paper-table", "model": paper_table.get("model"),
+            "profile_id": paper_table.get("profile_id"), "adapter": paper_table.get("adapter"),
+            "tasks": tasks, "points": points}
+
+
 def load_frontier(path: Path) -> dict[str, Any]:
-    """A frontier JSON; ValueError (one line) for anything else. FileNotFoundError when it is missing."""
-    not_frontier = f"{path} is not a frontier result (scaleot-server bench frontier writes one)"
+    """A frontier JSON, or a paper-table JSON read as one (`as_frontier`); ValueError (one line) for
+    anything else. FileNotFoundError when it is missing."""
+    not_frontier = f"{path} is not a frontier result (scaleot-server bench frontier or bench paper-table writes one)"
     try:
         data = json.loads(Path(path).read_text())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ValueError(not_frontier) from None
+    if isinstance(data, dict) and data.get("benchmark") == "paper-table":
+        data = as_frontier(data)
     if not isinstance(data, dict) or data.get("benchmark") != "frontier" or not isinstance(data.get("points"), list):
         raise ValueError(not_frontier)
     for point in data["points"]:

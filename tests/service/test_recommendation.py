@@ -132,3 +132,27 @@ def test_the_data_owner_cli_asks_for_the_recommendation(served: tuple[TestClient
     assert as_json.exit_code == 0 and json.loads(as_json.stdout)["beta"] == 0.5
     refused = runner.invoke(cli, ["emulators", "recommend", "--model", MODEL, "--privacy-gap", "20", *common])
     assert refused.exit_code != 0 and "the largest is +7.0" in refused.output
+
+
+def test_a_paper_table_result_serves_as_the_frontier(tmp_path: Path) -> None:
+    """The standard paper-table (more tasks, two seeds) can be the served frontier: its summary entries are
+    the points; a variant that has not reached every task yet is left out, whatever its gaps."""
+    partial = {**POINTS[4], "privacy_gap": {"mean": 9.0, "ci95": [8.0, 10.0]}, "utility_gap": {"mean": -5.0, "ci95":
+               [-6.0, -4.0]}, "alpha": 0.75, "beta": 0.75, "n_tasks": 1}
+    table = {"benchmark": "paper-table", "model": MODEL, "profile_id": "prof-x", "adapter": {"bottom": 1, "top": 3},
+             "tasks": [{"task": "bbc_news"}, {"task": "intent_recognition"}],
+             "summary": [{**p, "n_tasks": 2} for p in POINTS] + [partial]}
+    path = tmp_path / "paper-table.json"
+    path.write_text(json.dumps(table))
+    settings = make_settings(tmp_path / "data", frontiers={MODEL: path})
+    with TestClient(create_app(settings)) as client:
+        alice = new_owner(client, "alice")
+        body = client.get(URL, params={"privacy_gap": 3}, headers=alice).json()
+        assert (body["alpha"], body["beta"]) == (0.5, 0.0)  # not the partial (0.75, 0.75) point
+        assert body["tasks"] == ["bbc_news", "intent_recognition"]
+        assert (body["adapter_bottom"], body["adapter_top"]) == (1, 3)
+    result = CliRunner().invoke(server_cli, ["emulators", "recommend", "--frontier", str(path), "--privacy-gap", "3"])
+    assert result.exit_code == 0 and "alpha 0.5, beta 0" in result.output
+    path.write_text(json.dumps({**table, "summary": "nope"}))
+    refused = CliRunner().invoke(server_cli, ["emulators", "recommend", "--frontier", str(path), "--privacy-gap", "3"])
+    assert refused.exit_code != 0 and "not a frontier result" in refused.output
