@@ -109,6 +109,20 @@ def _run(tiny: tuple[LoadedBase, ImportanceProfile], out: Path, tasks: list[str]
                            log=lambda _: None, **kwargs)
 
 
+def _count_tasks_run(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the tasks `paper_table.run` runs from now on (finished ones it skips are not in it)."""
+    ran: list[str] = []
+    real_run_task = paper_table.run_task
+
+    def counting(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], *args: Any,
+                 **kwargs: Any) -> TaskResult:
+        ran.append(data.spec.name)
+        return real_run_task(base, profile, data, *args, **kwargs)
+
+    monkeypatch.setattr(paper_table, "run_task", counting)
+    return ran
+
+
 def test_run_writes_results_and_resumes_task_by_task(tiny: tuple[LoadedBase, ImportanceProfile], tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     loaded: list[str] = []
@@ -124,15 +138,7 @@ def test_run_writes_results_and_resumes_task_by_task(tiny: tuple[LoadedBase, Imp
     first = json.loads((tmp_path / "paper-table-t.json").read_text())
     assert [t["task"] for t in first["tasks"]] == ["a"]
 
-    ran: list[str] = []
-    real_run_task = paper_table.run_task
-
-    def counting(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], *args: Any,
-                 **kwargs: Any) -> TaskResult:
-        ran.append(data.spec.name)
-        return real_run_task(base, profile, data, *args, **kwargs)
-
-    monkeypatch.setattr(paper_table, "run_task", counting)
+    ran = _count_tasks_run(monkeypatch)
     result = _run(tiny, tmp_path, ["a", "b"], load_task=lambda name: toy_task(name))
     assert ran == ["b"]  # a finished in the first run and is not run again
     assert [t["task"] for t in result["tasks"]] == ["a", "b"]
@@ -159,15 +165,7 @@ def test_a_task_swapped_out_is_kept_and_a_new_one_runs_alone(tiny: tuple[LoadedB
     the state, out of the report, and comes back without running when it is listed again."""
     budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
     _run(tiny, tmp_path, ["a", "b"], budget=budget, load_task=lambda name: toy_task(name))
-    ran: list[str] = []
-    real_run_task = paper_table.run_task
-
-    def counting(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], *args: Any,
-                 **kwargs: Any) -> TaskResult:
-        ran.append(data.spec.name)
-        return real_run_task(base, profile, data, *args, **kwargs)
-
-    monkeypatch.setattr(paper_table, "run_task", counting)
+    ran = _count_tasks_run(monkeypatch)
     swapped = _run(tiny, tmp_path, ["a", "c"], budget=budget, load_task=lambda name: toy_task(name))
     assert ran == ["c"]
     assert [t["task"] for t in swapped["tasks"]] == ["a", "c"]
