@@ -78,9 +78,11 @@ def as_frontier(paper_table: dict[str, Any]) -> dict[str, Any]:
     """A paper-table result read as a frontier: its summary entries are points of the same shape, measured
     on more tasks. Only variants that reached every task of the run are points (a mean over fewer tasks
     would not compare with the others)."""
-    tasks = [t.get("task") if isinstance(t, dict) else t for t in paper_table.get("tasks") or []]
+    raw = paper_table.get("tasks")  # not a list: left as it is, for load_frontier's check to refuse
+    tasks = [t.get("task") if isinstance(t, dict) else t for t in raw] if isinstance(raw, list) else raw
     summary = paper_table.get("summary")
-    points = [s for s in summary if isinstance(s, dict) and s.get("n_tasks", len(tasks)) == len(tasks)] \
+    n_tasks = len(tasks) if isinstance(tasks, list) else None
+    points = [s for s in summary if isinstance(s, dict) and s.get("n_tasks", n_tasks) == n_tasks] \
         if isinstance(summary, list) else None
     return {"benchmark": "frontier", "source": "paper-table", "model": paper_table.get("model"),
             "profile_id": paper_table.get("profile_id"), "adapter": paper_table.get("adapter"),

@@ -156,3 +156,6 @@ def test_a_paper_table_result_serves_as_the_frontier(tmp_path: Path) -> None:
     path.write_text(json.dumps({**table, "summary": "nope"}))
     refused = CliRunner().invoke(server_cli, ["emulators", "recommend", "--frontier", str(path), "--privacy-gap", "3"])
     assert refused.exit_code != 0 and "not a frontier result" in refused.output
+    path.write_text(json.dumps({**table, "tasks": "bbc_news"}))  # a string is not read as its letters
+    letters = CliRunner().invoke(server_cli, ["emulators", "recommend", "--frontier", str(path), "--privacy-gap", "3"])
+    assert letters.exit_code != 0 and "not a list of task names" in letters.output
