@@ -462,3 +462,47 @@ def bench_jac_ab(
     result = jac_ab.run(model, parsed, alpha, task, batches, out)
     typer.echo(jac_ab.markdown(result))
     typer.echo(f"written to {out / f'jac-ab-{Path(model).name}'}.{{json,md}}")
+
+
+@bench_app.command("transfer-split")
+def bench_transfer_split(
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    task: Annotated[str, typer.Option(help="built-in multiple-choice task")] = "intent_recognition",
+    variant: Annotated[str, typer.Option(help="emulator variant method:beta[:alpha] (methods scaleot, uniform, "
+                                              "ot-kd)")] = "scaleot:0:0.5",
+    seeds: Annotated[str, typer.Option(help="comma-separated tuning seeds")] = "0",
+    lr: Annotated[float | None, typer.Option(help="adapter tuning rate (default: chosen on the validation split "
+                                                  "from the paper table's grid)")] = None,
+    n_train: Annotated[int | None, typer.Option(help="override training examples (default 320)")] = None,
+    n_test: Annotated[int | None, typer.Option(help="override test examples (default: whole split)")] = None,
+    adapter: Annotated[str, typer.Option(help="adapter split BOTTOM,TOP (the stage-1 profile is the one of that "
+                                              "split)")] = "2,2",
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """Which half of an emulator-tuned adapter transfers to the full model, and whether the plug-in path
+    reproduces a full-model-tuned adapter exactly."""
+    from model_owner_server import base_models
+    from model_owner_server.bench import options, paper_table, transfer_split
+    from model_owner_server.cli_support import fail, stage1_with_progress
+    from model_owner_server.emulators.profile import Stage1Config
+    from shared.tasks import load_mc_task
+
+    try:
+        options.parse_tasks(task)
+        variants = options.parse_variants(variant, 0.5, "--variant")
+        if len(variants) != 1:
+            raise ValueError(f"--variant takes one variant, got {variant!r}")
+        budget = options.override_budget(paper_table.STANDARD, n_train=n_train, n_test=n_test, seeds=seeds)
+        split = options.parse_adapter(adapter)
+        if lr is not None and not 0 < lr < 1:
+            raise ValueError(f"--lr must be in (0, 1), got {lr}")
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    base = base_models.load_base_model(model)
+    profile = stage1_with_progress(base, Stage1Config(adapter_bottom=split[0], adapter_top=split[1]))
+    v = variants[0]
+    run_label = f"{Path(model).name}-{task}-{v.method}-a{v.alpha:g}-b{v.beta:g}{options.adapter_label(split)}"
+    result = transfer_split.run(base, profile, load_mc_task(task), task, v, budget, lr, out, run_label)
+    typer.echo(transfer_split.markdown(result))
+    typer.echo(f"written to {out / f'transfer-split-{run_label}'}.{{json,md}}")

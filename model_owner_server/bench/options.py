@@ -63,7 +63,7 @@ def parse_tasks(text: str) -> list[str]:
     return names
 
 
-def parse_variants(text: str, alpha: float) -> list[Variant]:
+def parse_variants(text: str, alpha: float, option: str = "--variants") -> list[Variant]:
     """'method:beta[,...]' at `alpha`, or 'method:beta:alpha' for another alpha."""
     variants = []
     for item in (v.strip() for v in text.split(",") if v.strip()):
@@ -73,12 +73,12 @@ def parse_variants(text: str, alpha: float) -> list[Variant]:
                 raise ValueError
             variant = Variant(parts[0], float(parts[1]), float(parts[2]) if len(parts) == 3 else alpha)
         except ValueError:
-            raise ValueError(f"--variants must look like uniform:0,scaleot:0.5[:alpha], not {text!r}") from None
+            raise ValueError(f"{option} must look like uniform:0,scaleot:0.5[:alpha], not {text!r}") from None
         if variant.method not in METHODS:
-            raise ValueError(f"--variants methods must be one of {', '.join(METHODS)}, not {variant.method!r}")
+            raise ValueError(f"{option} methods must be one of {', '.join(METHODS)}, not {variant.method!r}")
         variants.append(variant)
     if not variants or len({v.label for v in variants}) != len(variants):
-        raise ValueError(f"--variants needs distinct variants, got {text!r}")
+        raise ValueError(f"{option} needs distinct variants, got {text!r}")
     return variants
 
 

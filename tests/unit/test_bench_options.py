@@ -18,6 +18,11 @@ runner = CliRunner()
     (["bench", "paper-table", "--adapter", "2"], "--adapter must be BOTTOM,TOP"),
     (["bench", "paper-table", "--adapter", "0,0"], "at least one adapter block"),
     (["bench", "frontier", "--adapter", "1,-1"], "counts >= 0"),
+    (["bench", "transfer-split", "--variant", "scaleot:0,uniform:0"], "--variant takes one variant"),
+    (["bench", "transfer-split", "--variant", "lora:0"], "--variant methods must be one of"),
+    (["bench", "transfer-split", "--task", "no_such_task"], "no_such_task"),
+    (["bench", "transfer-split", "--lr", "5"], "--lr must be in (0, 1)"),
+    (["bench", "transfer-split", "--seeds", "a"], "--seeds"),
 ])
 def test_bad_benchmark_options_are_one_line_errors(args: list[str], message: str) -> None:
     result = runner.invoke(app, args)
