@@ -8,6 +8,8 @@ the whole test split:
   after the owner's path (adapter file written, checked against the emulator's key set, plugged into a
   fresh copy of the full model). The two must agree item by item; if they do not, the plug-in path is
   broken and no emulator result means anything.
+- `full_bottom_only` / `full_top_only`: one half of the full-model adapter, the other blocks at the base
+  weights: what each half is worth when it is tuned right (the reference for the mixes below).
 - `emulator_fine_tuned`, `plug_in`: the emulator adapter on the emulator and plugged into the full model.
 - `plug_in_bottom_only` / `plug_in_top_only`: only the emulator adapter's bottom (top) blocks plugged,
   the other blocks at the base weights: which half carries the transfer.
@@ -56,12 +58,15 @@ from shared.blocks import find_block_stack
 from shared.data_formats import MCExample
 from shared.tasks import TaskData
 
-ROWS = ("full_zero_shot", "full_tuned", "full_tuned_plugged", "emulator_fine_tuned", "plug_in",
+ROWS = ("full_zero_shot", "full_tuned", "full_tuned_plugged", "full_bottom_only", "full_top_only",
+        "emulator_fine_tuned", "plug_in",
         "plug_in_bottom_only", "plug_in_top_only", "emulator_top_full_bottom", "emulator_bottom_full_top")
 ROW_TITLES = {
     "full_zero_shot": "full model, zero-shot",
     "full_tuned": "adapter tuned on the full model (scored on the tuned model)",
     "full_tuned_plugged": "the same adapter through the plug-in path",
+    "full_bottom_only": "full-model adapter, bottom blocks only",
+    "full_top_only": "full-model adapter, top blocks only",
     "emulator_fine_tuned": "emulator adapter on the emulator",
     "plug_in": "emulator adapter plugged in (all blocks)",
     "plug_in_bottom_only": "emulator adapter, bottom blocks only",
@@ -140,6 +145,10 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
             cells["emulator_fine_tuned"].add(score_model(emulator_with_adapter(emulator, manifest, adapter),
                                                          base.tokenizer, test))
             mixes = {
+                "full_bottom_only": {**_block_state(base_state, stack_path, top),
+                                     **_block_state(full_state, stack_path, bottom)},
+                "full_top_only": {**_block_state(base_state, stack_path, bottom),
+                                  **_block_state(full_state, stack_path, top)},
                 "plug_in": emu_state,
                 "plug_in_bottom_only": {**_block_state(base_state, stack_path, top),
                                         **_block_state(emu_state, stack_path, bottom)},

@@ -42,8 +42,8 @@ def test_halves_come_from_the_right_adapters_and_the_plug_in_path_agrees(
     assert rows["full_tuned"].correct == rows["full_tuned_plugged"].correct
     assert all(len(rows[r].acc) == 1 for r in transfer_split.ROWS)
 
-    # order of plug_in calls: the full-model adapter, then the five emulator mixes
-    full, emu, bottom_only, top_only, emu_top_full_bottom, emu_bottom_full_top = plugged
+    # order of plug_in calls: the full-model adapter, its two halves, then the five emulator mixes
+    full, full_bottom, full_top, emu, bottom_only, top_only, emu_top_full_bottom, emu_bottom_full_top = plugged
 
     def block(state: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
         return {k: v for k, v in state.items() if k.startswith(f"{stack}.{i}.")}
@@ -55,10 +55,14 @@ def test_halves_come_from_the_right_adapters_and_the_plug_in_path_agrees(
     for i in bottom:
         assert not same(block(emu, i), block(original, i)) and not same(block(full, i), block(emu, i))
         assert same(block(bottom_only, i), block(emu, i)) and same(block(top_only, i), block(original, i))
-        assert same(block(emu_top_full_bottom, i), block(full, i)) and same(block(emu_bottom_full_top, i), block(emu, i))
+        assert same(block(full_bottom, i), block(full, i)) and same(block(full_top, i), block(original, i))
+        assert same(block(emu_top_full_bottom, i), block(full, i))
+        assert same(block(emu_bottom_full_top, i), block(emu, i))
     for i in top:
         assert same(block(bottom_only, i), block(original, i)) and same(block(top_only, i), block(emu, i))
-        assert same(block(emu_top_full_bottom, i), block(emu, i)) and same(block(emu_bottom_full_top, i), block(full, i))
+        assert same(block(full_bottom, i), block(original, i)) and same(block(full_top, i), block(full, i))
+        assert same(block(emu_top_full_bottom, i), block(emu, i))
+        assert same(block(emu_bottom_full_top, i), block(full, i))
     assert all(torch.equal(v, original[k]) for k, v in base.model.state_dict().items())  # base left untouched
 
     updates = result["updates"][0]
