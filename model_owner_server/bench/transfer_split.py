@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
 from data_owner_client.tuning.local import train_adapter
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.bench.full_tuning import tuned_copy
 from model_owner_server.bench.output import write_result
 from model_owner_server.bench.records import Cell
-from model_owner_server.bench.stats import as_matrix, bootstrap_mean, paired_difference
+from model_owner_server.bench.stats import as_matrix, bootstrap_mean, correctness_string, paired_difference
 from model_owner_server.bench.task_run import (
     Budget,
     Variant,
@@ -50,19 +51,20 @@ from model_owner_server.bench.task_run import (
 )
 from model_owner_server.bench.tuning_select import select_task_lrs
 from model_owner_server.emulators.profile import ImportanceProfile
-from model_owner_server.evaluation.matrix import score_model
 from model_owner_server.plug_in import CheckedAdapter, check_adapter, emulator_with_adapter, plug_in
 from shared.adapter_format import save_adapter
 from shared.artifacts import load_emulator
 from shared.blocks import find_block_stack
 from shared.data_formats import MCExample
+from shared.scoring import score_multiple_choice
 from shared.tasks import TaskData
 
-ROWS = ("full_zero_shot", "full_tuned", "full_tuned_plugged", "full_bottom_only", "full_top_only",
-        "emulator_fine_tuned", "plug_in",
+ROWS = ("full_zero_shot", "emulator_zero_shot", "full_tuned", "full_tuned_plugged", "full_bottom_only",
+        "full_top_only", "emulator_fine_tuned", "plug_in",
         "plug_in_bottom_only", "plug_in_top_only", "emulator_top_full_bottom", "emulator_bottom_full_top")
 ROW_TITLES = {
     "full_zero_shot": "full model, zero-shot",
+    "emulator_zero_shot": "emulator, zero-shot",
     "full_tuned": "adapter tuned on the full model (scored on the tuned model)",
     "full_tuned_plugged": "the same adapter through the plug-in path",
     "full_bottom_only": "full-model adapter, bottom blocks only",
@@ -96,6 +98,15 @@ def _update_stats(base: dict[str, torch.Tensor], full: dict[str, torch.Tensor], 
     return out
 
 
+def answer_profile(per_seed: list[list[int]], zero_shot: list[int], n_choices: int) -> dict[str, object]:
+    """Share of the test items answered with each choice position, and share answered as the full model
+    answers zero-shot, both averaged over seeds: whether a tuned model still gives the base model's answer."""
+    shares = [[sum(a == k for a in answers) / len(answers) for k in range(n_choices)] for answers in per_seed]
+    same = [sum(a == z for a, z in zip(answers, zero_shot, strict=True)) / len(answers) for answers in per_seed]
+    return {"position_share": [sum(col) / len(col) for col in zip(*shares, strict=True)],
+            "same_as_full_zero_shot": sum(same) / len(same)}
+
+
 def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], task: str, variant: Variant,
         budget: Budget, lr: float | None, out_dir: Path, label: str) -> dict[str, Any]:
     started = time.perf_counter()
@@ -115,7 +126,15 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
         lr_source = "given"
     _log(f"{task}: lr {lr:g} ({lr_source}); {len(train)} train, {len(test)} test items")
     cells = {row: Cell.empty() for row in ROWS}
-    cells["full_zero_shot"].add(score_model(base.model, base.tokenizer, test))
+    answers: dict[str, list[list[int]]] = {row: [] for row in ROWS}  # per row, per seed: the chosen position
+
+    def score(row: str, model: PreTrainedModel) -> None:
+        scored = score_multiple_choice(model, base.tokenizer, test)
+        cells[row].acc.append(scored.acc)
+        cells[row].correct.append(correctness_string(scored.correct))
+        answers[row].append([p.pred for p in scored.predictions])
+
+    score("full_zero_shot", base.model)
     base_state = _block_state(base.model.state_dict(), stack_path, blocks)
     updates: list[dict[str, dict[str, float]]] = []
     result: dict[str, Any] = {
@@ -128,22 +147,21 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
         workdir = Path(tmp)
         emu_dir, manifest = variant_emulator(base, variant_spec(base, profile, variant), profile, workdir, _log)
         emulator, _, _ = load_emulator(emu_dir)
+        score("emulator_zero_shot", emulator)
         for seed in budget.seeds:
             config = tuning_for(budget, lr, seed)
             tuned = tuned_copy(base.model, base.tokenizer, "adapter", blocks, train, config)
-            cells["full_tuned"].add(score_model(tuned, base.tokenizer, test))
+            score("full_tuned", tuned)
             full_state = _block_state(tuned.state_dict(), stack_path, blocks)
             del tuned
             full_dir = workdir / f"full-seed{seed}"
             save_adapter(full_state, manifest, full_dir)
-            cells["full_tuned_plugged"].add(score_model(plug_in(base, check_adapter(full_dir, base, manifest)),
-                                                        base.tokenizer, test))
+            score("full_tuned_plugged", plug_in(base, check_adapter(full_dir, base, manifest)))
             emu_adapter_dir = workdir / f"emulator-seed{seed}"
             train_adapter(emu_dir, train, None, config, emu_adapter_dir)
             adapter = check_adapter(emu_adapter_dir, base, manifest)
             emu_state = adapter.state
-            cells["emulator_fine_tuned"].add(score_model(emulator_with_adapter(emulator, manifest, adapter),
-                                                         base.tokenizer, test))
+            score("emulator_fine_tuned", emulator_with_adapter(emulator, manifest, adapter))
             mixes = {
                 "full_bottom_only": {**_block_state(base_state, stack_path, top),
                                      **_block_state(full_state, stack_path, bottom)},
@@ -160,14 +178,16 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
                                              **_block_state(full_state, stack_path, top)},
             }
             for row, state in mixes.items():
-                cells[row].add(score_model(plug_in(base, CheckedAdapter("full", emu_adapter_dir, state)),
-                                           base.tokenizer, test))
+                score(row, plug_in(base, CheckedAdapter("full", emu_adapter_dir, state)))
             updates.append(_update_stats(base_state, full_state, emu_state, stack_path, blocks))
-            _log(f"seed {seed}: " + ", ".join(f"{row} {cells[row].acc[-1]:.3f}" for row in ROWS[1:]))
+            _log(f"seed {seed}: " + ", ".join(f"{row} {cells[row].acc[-1]:.3f}" for row in ROWS[2:]))
     plugged = as_matrix(cells["plug_in"].correct)
     result["vs_plug_in"] = {row: bootstrap_mean([paired_difference(as_matrix(cells[row].correct), plugged)])
                             for row in ROWS if row != "plug_in"}
     result["path_agrees"] = cells["full_tuned"].correct == cells["full_tuned_plugged"].correct
+    result["answers"] = {row: answer_profile(answers[row], answers["full_zero_shot"][0],
+                                               max(len(e.choices) for e in test))
+                         for row in ROWS}
     result["seconds"] = time.perf_counter() - started
     write_result(out_dir, f"transfer-split-{label}", _jsonable(result), markdown(result))
     return result
@@ -194,13 +214,20 @@ def markdown(result: dict[str, Any]) -> str:
              "95% bootstrap over test items and seeds, in points.", "",
              f"The plug-in path reproduces the full-model-tuned adapter item by item: "
              f"**{'yes' if result['path_agrees'] else 'NO (defect)'}**.", "",
-             "| row | accuracy per seed | mean | vs plug-in |", "|---|---|---|---|"]
+             "Answers: the share of items a row answers as the full model answers zero-shot, and its most "
+             "frequent answer (choice position, share of items); both averaged over seeds.", "",
+             "| row | accuracy per seed | mean | vs plug-in | same answer as full zero-shot | most frequent answer |",
+             "|---|---|---|---|---|---|"]
     for row in ROWS:
         cell = rows[row]
         diff = result["vs_plug_in"].get(row)
         ci = f"{diff.mean:+.1f} [{diff.ci95[0]:+.1f}, {diff.ci95[1]:+.1f}]" if diff is not None else "-"
+        profile = result["answers"][row]
+        shares = profile["position_share"]
+        top = max(range(len(shares)), key=lambda k: shares[k])
         lines.append(f"| {ROW_TITLES[row]} | {' / '.join(f'{100 * a:.1f}' for a in cell.acc)} | "
-                     f"{100 * cell.mean:.1f} | {ci} |")
+                     f"{100 * cell.mean:.1f} | {ci} | {100 * profile['same_as_full_zero_shot']:.0f}% | "
+                     f"{top} ({100 * shares[top]:.0f}%) |")
     lines += ["", "Per adapter block, mean over seeds: relative update ||dW|| / ||W|| of each adapter and the "
               "cosine between the two updates.", "",
               "| block | full-model update | emulator update | update cosine |", "|---|---|---|---|"]

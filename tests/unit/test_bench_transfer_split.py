@@ -69,6 +69,12 @@ def test_halves_come_from_the_right_adapters_and_the_plug_in_path_agrees(
     assert set(updates) == {str(i) for i in bottom + top}
     assert all(-1 <= u["update_cosine"] <= 1 and u["full_relative_update"] > 0 and u["emulator_relative_update"] > 0
                for u in updates.values())
+    answers = result["answers"]
+    assert answers["full_zero_shot"]["same_as_full_zero_shot"] == 1.0
+    assert answers["full_tuned"] == answers["full_tuned_plugged"]
+    assert all(abs(sum(a["position_share"]) - 1) < 1e-9 and len(a["position_share"]) == 3 for a in answers.values())
+    assert transfer_split.answer_profile([[0, 1, 1, 2], [1, 1, 1, 1]], [1, 1, 0, 0], 3) == {
+        "position_share": [0.125, 0.75, 0.125], "same_as_full_zero_shot": 0.375}
     written = json.loads((tmp_path / "transfer-split-tiny.json").read_text())
     assert written["rows"]["plug_in"]["acc"] == rows["plug_in"].acc and "plug_in" not in written["vs_plug_in"]
     assert "item by item: **yes**" in (tmp_path / "transfer-split-tiny.md").read_text()
