@@ -1,8 +1,10 @@
-"""Where a benchmark's result goes: `<stem>.json` (the data) and `<stem>.md` (the table) in one folder."""
+"""Where a benchmark's result goes: `<stem>.json` (the data) and `<stem>.md` (the table) in one folder,
+and its progress lines (time-stamped, on stdout, for a run followed with `tail -f`)."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,3 +16,7 @@ def write_result(out_dir: Path, stem: str, result: dict[str, Any], markdown: str
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (out_dir / f"{stem}.md").write_text(markdown)
     return out_dir / stem
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import platform
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 
 from data_owner_client.tuning.config import TuningConfig
 from model_owner_server.base_models import LoadedBase
-from model_owner_server.bench import paper_report
+from model_owner_server.bench import output, paper_report
 from model_owner_server.bench.records import Cell, TaskResult
 from model_owner_server.bench.run_state import open_state, save_state
 from model_owner_server.bench.summary import summarize, task_intervals
@@ -60,10 +59,6 @@ QUICK_TASKS = ("goal_step_wikihow_goal",)
 TaskLoader = Callable[[str], TaskData[MCExample]]
 
 
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def state_path(out_dir: Path, label: str, prefix: str = "paper-table") -> Path:
     return out_dir / f".{prefix}-{label}.state.json"
 
@@ -86,7 +81,7 @@ def budget_json(budget: Budget) -> dict[str, Any]:
 
 def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants: list[Variant], budget: Budget,
         out_dir: Path, label: str, restart: bool = False, load_task: TaskLoader = load_mc_task,
-        log: Log = _log, prefix: str = "paper-table") -> dict[str, Any]:
+        log: Log = output.log, prefix: str = "paper-table") -> dict[str, Any]:
     """Files: `<out_dir>/<prefix>-<label>.{json,md,png}`, state `<out_dir>/.<prefix>-<label>.state.json`."""
     config = run_config(base, profile, tasks, variants, budget)
     path = state_path(out_dir, label, prefix)

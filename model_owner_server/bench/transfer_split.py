@@ -37,7 +37,7 @@ from transformers import PreTrainedModel
 from data_owner_client.tuning.local import train_adapter
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.bench.full_tuning import tuned_copy
-from model_owner_server.bench.output import write_result
+from model_owner_server.bench.output import log, write_result
 from model_owner_server.bench.records import Cell
 from model_owner_server.bench.stats import as_matrix, bootstrap_mean, correctness_string, paired_difference
 from model_owner_server.bench.task_run import (
@@ -59,9 +59,19 @@ from shared.data_formats import MCExample
 from shared.scoring import score_multiple_choice
 from shared.tasks import TaskData
 
-ROWS = ("full_zero_shot", "emulator_zero_shot", "full_tuned", "full_tuned_plugged", "full_bottom_only",
-        "full_top_only", "emulator_fine_tuned", "plug_in",
-        "plug_in_bottom_only", "plug_in_top_only", "emulator_top_full_bottom", "emulator_bottom_full_top")
+# Rows plugged into the full model from halves: (where the bottom blocks come from, where the top ones do)
+MIXES = {
+    "full_bottom_only": ("full", "base"),
+    "full_top_only": ("base", "full"),
+    "plug_in": ("emulator", "emulator"),
+    "plug_in_bottom_only": ("emulator", "base"),
+    "plug_in_top_only": ("base", "emulator"),
+    "emulator_top_full_bottom": ("full", "emulator"),
+    "emulator_bottom_full_top": ("emulator", "full"),
+}
+ZERO_SHOT = ("full_zero_shot", "emulator_zero_shot")
+ROWS = (*ZERO_SHOT, "full_tuned", "full_tuned_plugged", "full_bottom_only", "full_top_only", "emulator_fine_tuned",
+        "plug_in", "plug_in_bottom_only", "plug_in_top_only", "emulator_top_full_bottom", "emulator_bottom_full_top")
 ROW_TITLES = {
     "full_zero_shot": "full model, zero-shot",
     "emulator_zero_shot": "emulator, zero-shot",
@@ -79,8 +89,9 @@ ROW_TITLES = {
 
 
 def _block_state(state: dict[str, torch.Tensor], stack_path: str, blocks: list[int]) -> dict[str, torch.Tensor]:
+    """The tensors of `blocks`, as they are (plug_in copies them into its own model)."""
     prefixes = tuple(f"{stack_path}.{i}." for i in blocks)
-    return {k: v.detach().clone() for k, v in state.items() if k.startswith(prefixes)}
+    return {k: v for k, v in state.items() if k.startswith(prefixes)}
 
 
 def _update_stats(base: dict[str, torch.Tensor], full: dict[str, torch.Tensor], emu: dict[str, torch.Tensor],
@@ -120,11 +131,11 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
     if lr is None:
         choice = select_task_lrs(base.model, base.tokenizer, blocks, train, validation,
                                  tuning_for(budget, budget.lr_grid[0], budget.seeds[0]),
-                                 {"adapter": budget.lr_grid}, log=_log)["adapter"]
+                                 {"adapter": budget.lr_grid}, log=log)["adapter"]
         lr, lr_source = choice.lr, f"validation ({choice.validation_acc})"
     else:
         lr_source = "given"
-    _log(f"{task}: lr {lr:g} ({lr_source}); {len(train)} train, {len(test)} test items")
+    log(f"{task}: lr {lr:g} ({lr_source}); {len(train)} train, {len(test)} test items")
     cells = {row: Cell.empty() for row in ROWS}
     answers: dict[str, list[list[int]]] = {row: [] for row in ROWS}  # per row, per seed: the chosen position
 
@@ -135,7 +146,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
         answers[row].append([p.pred for p in scored.predictions])
 
     score("full_zero_shot", base.model)
-    base_state = _block_state(base.model.state_dict(), stack_path, blocks)
+    base_state = {k: v.clone() for k, v in _block_state(base.model.state_dict(), stack_path, blocks).items()}
     updates: list[dict[str, dict[str, float]]] = []
     result: dict[str, Any] = {
         "benchmark": "transfer-split", "model": base.name, "task": task, "variant": variant.label,
@@ -145,7 +156,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
         "host": {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__}}
     with tempfile.TemporaryDirectory(prefix="transfer-split-") as tmp:
         workdir = Path(tmp)
-        emu_dir, manifest = variant_emulator(base, variant_spec(base, profile, variant), profile, workdir, _log)
+        emu_dir, manifest = variant_emulator(base, variant_spec(base, profile, variant), profile, workdir, log)
         emulator, _, _ = load_emulator(emu_dir)
         score("emulator_zero_shot", emulator)
         for seed in budget.seeds:
@@ -162,25 +173,14 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
             adapter = check_adapter(emu_adapter_dir, base, manifest)
             emu_state = adapter.state
             score("emulator_fine_tuned", emulator_with_adapter(emulator, manifest, adapter))
-            mixes = {
-                "full_bottom_only": {**_block_state(base_state, stack_path, top),
-                                     **_block_state(full_state, stack_path, bottom)},
-                "full_top_only": {**_block_state(base_state, stack_path, bottom),
-                                  **_block_state(full_state, stack_path, top)},
-                "plug_in": emu_state,
-                "plug_in_bottom_only": {**_block_state(base_state, stack_path, top),
-                                        **_block_state(emu_state, stack_path, bottom)},
-                "plug_in_top_only": {**_block_state(base_state, stack_path, bottom),
-                                     **_block_state(emu_state, stack_path, top)},
-                "emulator_top_full_bottom": {**_block_state(full_state, stack_path, bottom),
-                                             **_block_state(emu_state, stack_path, top)},
-                "emulator_bottom_full_top": {**_block_state(emu_state, stack_path, bottom),
-                                             **_block_state(full_state, stack_path, top)},
-            }
-            for row, state in mixes.items():
+            sources = {"base": base_state, "full": full_state, "emulator": emu_state}
+            for row, (bottom_from, top_from) in MIXES.items():
+                state = {**_block_state(sources[bottom_from], stack_path, bottom),
+                         **_block_state(sources[top_from], stack_path, top)}
                 score(row, plug_in(base, CheckedAdapter("full", emu_adapter_dir, state)))
             updates.append(_update_stats(base_state, full_state, emu_state, stack_path, blocks))
-            _log(f"seed {seed}: " + ", ".join(f"{row} {cells[row].acc[-1]:.3f}" for row in ROWS[2:]))
+            log(f"seed {seed}: " + ", ".join(f"{row} {cells[row].acc[-1]:.3f}" for row in ROWS
+                                             if row not in ZERO_SHOT))
     plugged = as_matrix(cells["plug_in"].correct)
     result["vs_plug_in"] = {row: bootstrap_mean([paired_difference(as_matrix(cells[row].correct), plugged)])
                             for row in ROWS if row != "plug_in"}
@@ -198,10 +198,6 @@ def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
     out["rows"] = {row: cell.model_dump() for row, cell in result["rows"].items()}
     out["vs_plug_in"] = {row: interval.model_dump() for row, interval in result["vs_plug_in"].items()}
     return out
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def markdown(result: dict[str, Any]) -> str:
