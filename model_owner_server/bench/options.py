@@ -88,9 +88,13 @@ def override_budget(budget: Budget, *, n_train: int | None = None, n_valid: int 
                     fidelity_batches: int | None = None) -> Budget:
     """`budget` with the options the user gave (None keeps the budget's value); the list options are the
     raw comma-separated text, so a bad one is a ValueError naming its option. `full_lr_grid` 'none':
-    no full-parameter row."""
-    updates: dict[str, object] = {k: v for k, v in {"n_train": n_train, "n_valid": n_valid, "n_test": n_test,
-                                                    "fidelity_batches": fidelity_batches}.items() if v is not None}
+    no full-parameter row. Counts are checked here: a negative one would slice a split from its end."""
+    counts = {"n_train": (n_train, 1), "n_valid": (n_valid, 0), "n_test": (n_test, 1),
+              "fidelity_batches": (fidelity_batches, 0)}
+    for name, (value, least) in counts.items():
+        if value is not None and value < least:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {least}, got {value}")
+    updates: dict[str, object] = {k: v for k, (v, _) in counts.items() if v is not None}
     if seeds is not None:
         updates["seeds"] = parse_ints(seeds, "--seeds")
     if lr_grid is not None:

@@ -23,6 +23,11 @@ runner = CliRunner()
     (["bench", "transfer-split", "--task", "no_such_task"], "no_such_task"),
     (["bench", "transfer-split", "--lr", "5"], "--lr must be in (0, 1)"),
     (["bench", "transfer-split", "--seeds", "a"], "--seeds"),
+    (["bench", "transfer-split", "--n-train", "-3"], "--n-train must be at least 1, got -3"),
+    (["bench", "paper-table", "--n-test", "0"], "--n-test must be at least 1, got 0"),
+    (["bench", "paper-table", "--n-valid", "-1"], "--n-valid must be at least 0"),
+    (["bench", "paper-table", "--fidelity-batches", "-2"], "--fidelity-batches must be at least 0"),
+    (["bench", "frontier", "--n-train", "0"], "--n-train must be at least 1"),
 ])
 def test_bad_benchmark_options_are_one_line_errors(args: list[str], message: str) -> None:
     result = runner.invoke(app, args)
