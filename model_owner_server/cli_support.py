@@ -70,7 +70,7 @@ Stage1Option = Annotated[str, typer.Option("--stage1", help=STAGE1_HELP)]
 
 
 def stage1_with_progress(base: base_models.LoadedBase | str, config: Stage1Config, nproc: int = 1,
-                         device: str = "cpu") -> ImportanceProfile:
+                         device: str = "cpu", texts: list[str] | None = None) -> ImportanceProfile:
     """`obtain_profile` with a progress bar (plain lines without a terminal) and its notices on stderr."""
     from model_owner_server.emulators.obtain import obtain_profile
 
@@ -81,7 +81,7 @@ def stage1_with_progress(base: base_models.LoadedBase | str, config: Stage1Confi
             report.append(stage1_report(opened.enter_context(stage1_progress(config))))
 
         return obtain_profile(base, config, nproc=nproc, device=device, on_start=start,
-                              on_progress=lambda p: report[0](p), on_notice=err.print)
+                              on_progress=lambda p: report[0](p), on_notice=err.print, texts=texts)
 
 
 def stage1_progress(config: Stage1Config) -> AbstractContextManager[ProgressReporter]:

@@ -477,6 +477,10 @@ def bench_transfer_split(
     n_test: Annotated[int | None, typer.Option(help="override test examples (default: whole split)")] = None,
     adapter: Annotated[str, typer.Option(help="adapter split BOTTOM,TOP (the stage-1 profile is the one of that "
                                               "split)")] = "2,2",
+    stage1: Annotated[str, typer.Option(help="stage-1 overrides, a JSON object (e.g. "
+                                             "'{\"logit_kd_weight\": 1}')")] = "",
+    corpus: Annotated[str, typer.Option(help="stage-1 text: calibration, or calibration+instructions (adds "
+                                             "public BIG-bench prompts of tasks never evaluated)")] = "calibration",
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
 ) -> None:
     """Which half of an emulator-tuned adapter transfers to the full model, and whether the plug-in path
@@ -484,25 +488,30 @@ def bench_transfer_split(
     from model_owner_server import base_models
     from model_owner_server.bench import options, paper_table, transfer_split
     from model_owner_server.cli_support import fail, stage1_with_progress
-    from model_owner_server.emulators.profile import Stage1Config
+    from model_owner_server.emulators.profile import stage1_config
+    from shared.instruction_corpus import STAGE1_CORPORA, stage1_texts
     from shared.tasks import load_mc_task
 
     try:
         options.parse_tasks(task)
+        if corpus not in STAGE1_CORPORA:
+            raise ValueError(f"--corpus must be one of {', '.join(STAGE1_CORPORA)}, got {corpus!r}")
         variants = options.parse_variants(variant, 0.5, "--variant")
         if len(variants) != 1:
             raise ValueError(f"--variant takes one variant, got {variant!r}")
         budget = options.override_budget(paper_table.STANDARD, n_train=n_train, n_test=n_test, seeds=seeds)
         split = options.parse_adapter(adapter)
+        config = stage1_config(stage1, split[0], split[1])
         if lr is not None and not 0 < lr < 1:
             raise ValueError(f"--lr must be in (0, 1), got {lr}")
     except ValueError as exc:
         fail(str(exc))
         return
     base = base_models.load_base_model(model)
-    profile = stage1_with_progress(base, Stage1Config(adapter_bottom=split[0], adapter_top=split[1]))
+    profile = stage1_with_progress(base, config, texts=stage1_texts(corpus))
     v = variants[0]
-    run_label = f"{Path(model).name}-{task}-{v.method}-a{v.alpha:g}-b{v.beta:g}{options.adapter_label(split)}"
+    run_label = (f"{Path(model).name}-{task}-{v.method}-a{v.alpha:g}-b{v.beta:g}{options.adapter_label(split)}"
+                 f"{options.stage1_label(stage1, corpus)}")
     result = transfer_split.run(base, profile, load_mc_task(task), task, v, budget, lr, out, run_label)
     typer.echo(transfer_split.markdown(result))
     typer.echo(f"written to {out / f'transfer-split-{run_label}'}.{{json,md}}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from model_owner_server.bench.task_run import Budget, Variant
@@ -48,6 +49,17 @@ def parse_adapter(text: str) -> tuple[int, int]:
 def adapter_label(adapter: tuple[int, int]) -> str:
     """The file-name suffix of a run with another adapter split than the default (2 + 2), else ''."""
     return "" if adapter == DEFAULT_ADAPTER else f"-adapter{adapter[0]}+{adapter[1]}"
+
+
+def stage1_label(overrides: str, corpus: str) -> str:
+    """The file-name suffix of a run with stage-1 overrides or another corpus than the default, else ''.
+    `overrides` is already validated (a JSON object of Stage1Config fields)."""
+    values = json.loads(overrides) if overrides.strip() else {}
+    parts = [f"{key}{values[key]:g}" if isinstance(values[key], float) else f"{key}{values[key]}"
+             for key in sorted(values)]
+    if corpus != "calibration":
+        parts.append(corpus.split("+")[-1])
+    return "".join(f"-{part}" for part in parts)
 
 
 def parse_tasks(text: str) -> list[str]:

@@ -28,10 +28,10 @@ log = logging.getLogger("scaleot.stage1")
 Notice = Callable[[str], None]
 
 
-def _pid(base: LoadedBase | str, config: Stage1Config) -> str:
+def _pid(base: LoadedBase | str, config: Stage1Config, texts: list[str] | None) -> str:
     if isinstance(base, LoadedBase):
-        return base_profile_id(base, config)
-    return profile_id(base_models.weights_sha256(base), config, corpus_tag(None))  # a name loads as float32
+        return base_profile_id(base, config, texts)
+    return profile_id(base_models.weights_sha256(base), config, corpus_tag(texts))  # a name loads as float32
 
 
 def obtain_profile(
@@ -46,16 +46,17 @@ def obtain_profile(
     on_wait: Callable[[], None] | None = None,
     on_notice: Notice | None = None,
     on_start: Callable[[], None] | None = None,
+    texts: list[str] | None = None,
 ) -> ImportanceProfile:
     """The importance profile of `base` (a loaded base, or a model name: loaded as float32 only if stage 1
-    runs in this process) under `config`, on the built-in calibration corpus.
+    runs in this process) under `config`, on `texts` (None: the built-in calibration corpus).
 
     `nproc` > 1 or a cuda `device` runs stage 1 as a torchrun subprocess; `workdir` keeps its output
     (a temporary folder when None; kept after a failure, named in the error). A stop (`should_stop`)
     raises Stage1Cancelled with a checkpoint kept, which the next call resumes; a checkpoint that cannot
     be restored is discarded once and stage 1 starts over, instead of failing every retry."""
     notice = on_notice or (lambda message: None)
-    pid = _pid(base, config)
+    pid = _pid(base, config, texts)
     waiting = on_wait or (lambda: notice(f"another process is training profile {pid}; waiting"))
     with profile_lock(pid, should_stop, waiting):
         cached = find_profile(pid)
@@ -66,27 +67,29 @@ def obtain_profile(
             on_start()  # e.g. a progress bar opens: stage 1 runs
         if nproc == 1 and device == "cpu":  # in this process
             loaded = base if isinstance(base, LoadedBase) else base_models.load_base_model(base)
-            return _in_process(loaded, config, pid, on_progress, should_stop, notice)
+            return _in_process(loaded, config, pid, texts, on_progress, should_stop, notice)
         name, dtype = (base.name, base.dtype) if isinstance(base, LoadedBase) else (base, "float32")
-        return _processes(name, dtype, config, pid, nproc, device, workdir, on_progress, should_stop, notice)
+        return _processes(name, dtype, config, pid, texts, nproc, device, workdir, on_progress, should_stop, notice)
 
 
-def _in_process(base: LoadedBase, config: Stage1Config, pid: str, on_progress: ProgressFn | None,
+def _in_process(base: LoadedBase, config: Stage1Config, pid: str, texts: list[str] | None,
+                on_progress: ProgressFn | None,
                 should_stop: Callable[[], bool] | None, notice: Notice) -> ImportanceProfile:
     partial = checkpoint_dir(pid)
     had_checkpoint = partial.exists()
     try:
-        return stage1.run_stage1(base, config, on_progress=on_progress, should_stop=should_stop)
+        return stage1.run_stage1(base, config, texts, on_progress=on_progress, should_stop=should_stop)
     except (ValueError, KeyError, RuntimeError) as exc:
         if isinstance(exc, Stage1Cancelled) or not had_checkpoint:
             raise
         log.warning("stage-1 checkpoint %s could not be resumed (%s); starting stage 1 over", partial, exc)
         shutil.rmtree(partial, ignore_errors=True)
         notice("stage 1: checkpoint unusable, starting over")
-        return stage1.run_stage1(base, config, on_progress=on_progress, should_stop=should_stop)
+        return stage1.run_stage1(base, config, texts, on_progress=on_progress, should_stop=should_stop)
 
 
-def _processes(name: str, dtype: str, config: Stage1Config, pid: str, nproc: int, device: str,
+def _processes(name: str, dtype: str, config: Stage1Config, pid: str, texts: list[str] | None, nproc: int,
+               device: str,
                workdir: Path | None, on_progress: ProgressFn | None, should_stop: Callable[[], bool] | None,
                notice: Notice) -> ImportanceProfile:
     from model_owner_server.emulators.stage1_launch import Stage1ProcessError, run_stage1_processes
@@ -95,8 +98,8 @@ def _processes(name: str, dtype: str, config: Stage1Config, pid: str, nproc: int
     work = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="scaleot-stage1-"))
     keep_output = False
     try:
-        run_stage1_processes(name, config, nproc, work, device=device, dtype=dtype, on_progress=on_progress,
-                             should_stop=should_stop)
+        run_stage1_processes(name, config, nproc, work, device=device, dtype=dtype, texts=texts,
+                             on_progress=on_progress, should_stop=should_stop)
     except Stage1ProcessError as exc:
         keep_output = True
         raise Stage1ProcessError(f"{exc} (full output: {work / 'output.log'})") from None

@@ -50,6 +50,9 @@ class Stage1Config(BaseModel):
                              "MSE at the middle output (ordinary tokens; the attention sink left out)")
     jac_weight: float = Field(0.0, ge=0, description="weight of the Jacobian term: the mixed middle must respond "
                               "to a small perturbation of its input as the original does (bottom-adapter gradients)")
+    logit_kd_weight: float = Field(0.0, ge=0, description="weight of KL(full || mixed) of the next-token "
+                                   "distributions: the emulator's predictions follow the full model's, not only "
+                                   "its hidden states (0: off)")
     jac_eps: float = Field(0.05, gt=0, description="perturbation size relative to each token's hidden-state norm")
     score_lr: float = Field(0.05, ge=0, description="Adam learning rate of the importance logits (0: no RL)")
     rl_samples: int = Field(3, ge=2, description="C: masks sampled per RL step")
@@ -152,11 +155,13 @@ def corpus_tag(texts: list[str] | None) -> str:
 def profile_id(base_sha256: str, config: Stage1Config, corpus: str = CALIBRATION_CORPUS,
                dtype: str = "float32") -> str:
     """Stable id of a stage-1 run; `dtype` is the frozen base's (float32 leaves the ids of earlier profiles)."""
-    payload = {
+    # a field added later is hashed only when set: off leaves the ids of earlier profiles
+    later = {"logit_kd_weight"} if not config.logit_kd_weight else set()
+    payload: dict[str, object] = {
         "version": PROFILE_VERSION,
         "base": base_sha256,
         "corpus": corpus,
-        "config": config.model_dump(mode="json", exclude={"checkpoint_every"}),
+        "config": config.model_dump(mode="json", exclude={"checkpoint_every", *later}),
     }
     if dtype != "float32":
         payload["dtype"] = dtype

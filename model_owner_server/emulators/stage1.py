@@ -69,6 +69,15 @@ class _StopForward(Exception):
     """Ends a forward pass once the middle part's output is captured (the top is not needed)."""
 
 
+@dataclass(frozen=True)
+class Targets:
+    """What the original network gives a batch: the middle output, and next-token log-probabilities
+    when the logit KD term is on."""
+
+    hidden: torch.Tensor
+    log_probs: torch.Tensor | None
+
+
 class SwitchBlock(nn.Module):
     """An original block and its harmonizer; `replaced` picks which one runs."""
 
@@ -140,6 +149,17 @@ class MixedNetwork:
         self._set_mask(set())
         return self._middle_output(batch).detach()
 
+    @torch.no_grad()
+    def original_outputs(self, batch: torch.Tensor) -> Targets:
+        """The original network's middle output and, when the logit KD term is on, its next-token
+        log-probabilities (one whole forward instead of one stopped after the middle)."""
+        if not self.config.logit_kd_weight:
+            return Targets(self.original_middle_output(batch), None)
+        self._set_mask(set())
+        logits = self.model(input_ids=batch, use_cache=False).logits
+        assert self.tap.captured is not None
+        return Targets(self.tap.captured.detach(), torch.log_softmax(logits.float(), dim=-1))
+
     def perturbation(self, eps: float, generator: torch.Generator) -> torch.Tensor:
         """Gaussian noise of norm eps * ||x_t|| per token for the middle input x seen last (none at position 0)."""
         x = self.entry.seen_input
@@ -166,9 +186,11 @@ class MixedNetwork:
             self.entry.perturbation = None
         return relative_error(ordinary_tokens(mixed_moved - mixed), ordinary_tokens(target_moved - target))
 
-    def loss(self, batch: torch.Tensor, replaced: set[int], target_hidden: torch.Tensor,
+    def loss(self, batch: torch.Tensor, replaced: set[int], targets: Targets,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """CE + lambda * nMSE (+ jac_weight * Jacobian error when a generator for the perturbation is given)."""
+        """CE + lambda * nMSE (+ logit_kd_weight * KL(full || mixed) per token) (+ jac_weight * Jacobian
+        error when a generator for the perturbation is given)."""
+        target_hidden = targets.hidden
         self._set_mask(replaced)
         model = self.train_model if torch.is_grad_enabled() else self.model
         out = model(input_ids=batch, labels=batch, use_cache=False)
@@ -178,6 +200,11 @@ class MixedNetwork:
         # massive dimensions. Every rank has as many tokens, so the mean over ranks is the global mean.
         nmse = relative_error(ordinary_tokens(mixed), ordinary_tokens(target_hidden))
         losses = {"loss": out.loss + self.config.kd_weight * nmse, "ce": out.loss, "nmse": nmse, "jac": nmse * 0}
+        if targets.log_probs is not None:
+            log_probs = torch.log_softmax(out.logits.float(), dim=-1).flatten(0, 1)
+            kl = torch.nn.functional.kl_div(log_probs, targets.log_probs.flatten(0, 1), log_target=True,
+                                            reduction="batchmean")
+            losses["loss"] = losses["loss"] + self.config.logit_kd_weight * kl
         if generator is not None and self.config.jac_weight > 0:
             delta = self.perturbation(self.config.jac_eps, generator)
             losses["jac"] = self.jacobian_error(batch, replaced, delta, mixed, target_hidden)
@@ -269,7 +296,7 @@ def run_stage1(
             # DL step: harmonizers learn under the mask stage 2 deploys for this k.
             batch = comm.shard(sample_sequences(dl_stream, config.batch_size, config.seq_len, generator))
             positions = deployed_mask(scores.detach(), k)
-            target = net.original_middle_output(batch)
+            target = net.original_outputs(batch)
             losses = net.loss(batch, {middle[p] for p in positions}, target, generator)
             h_opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -277,7 +304,7 @@ def run_stage1(
             h_opt.step()
             # RL step: REINFORCE on the importance logits with C masks of size k on a held-out batch.
             rl_batch = comm.shard(sample_sequences(rl_stream, config.batch_size, config.seq_len, generator))
-            rl_target = net.original_middle_output(rl_batch)
+            rl_target = net.original_outputs(rl_batch)
             rewards, log_probs = [], []
             for _ in range(config.rl_samples):
                 sampled, log_prob = sample_mask(scores, k, generator)

@@ -55,19 +55,23 @@ def _bigbench_members(members: tuple[str, ...]) -> dict[str, bytes]:
     return found
 
 
-def read_bigbench(source: BigBenchSource, all_members: tuple[str, ...]) -> Grouped:
-    """`all_members`: every BIG-bench member the registry uses, read together and kept in memory."""
-    task = json.loads(_bigbench_members(tuple(sorted(set(all_members))))[source.member])
+def bigbench_examples(task: dict[str, Any], overrides: dict[str, Any]) -> Grouped:
+    """(raw input, MCExample) per multiple-choice example of a parsed task.json, prompted as
+    json_task.py does; `overrides` replaces task.json's prefixes. Examples without `target_scores` (a
+    generative task) or with malformed fields are skipped, exact duplicates dropped."""
     prompt = {key: task.get(key, default) for key, default in _BIGBENCH_DEFAULTS.items()}
-    prompt.update({key: value for key, value in source.model_dump().items() if key in prompt and value is not None})
+    prompt.update({key: value for key, value in overrides.items() if key in prompt and value is not None})
     seen: set[str] = set()
     out: Grouped = []
-    for example in task["examples"]:
+    for example in task.get("examples") or []:
+        scores = example.get("target_scores") if isinstance(example, dict) else None
+        if (not isinstance(scores, dict) or not scores or not isinstance(example.get("input"), str)
+                or not all(isinstance(v, int | float) for v in scores.values())):
+            continue
         fingerprint = json.dumps(example, sort_keys=True)
         if fingerprint in seen:  # json_task.py drops exact duplicates too
             continue
         seen.add(fingerprint)
-        scores: dict[str, float] = example["target_scores"]
         choices = list(scores)
         text = example["input"]
         if prompt["append_choices_to_input"]:
@@ -78,6 +82,12 @@ def read_bigbench(source: BigBenchSource, all_members: tuple[str, ...]) -> Group
         label = next(i for i, c in enumerate(choices) if scores[c] == best)  # first maximum, as BIG-bench
         out.append((example["input"], MCExample(context=context.rstrip(), choices=choices, label=label)))
     return out
+
+
+def read_bigbench(source: BigBenchSource, all_members: tuple[str, ...]) -> Grouped:
+    """`all_members`: every BIG-bench member the registry uses, read together and kept in memory."""
+    task = json.loads(_bigbench_members(tuple(sorted(set(all_members))))[source.member])
+    return bigbench_examples(task, source.model_dump())
 
 
 def _truncate(text: str, limit: int) -> str:

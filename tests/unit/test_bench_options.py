@@ -28,6 +28,10 @@ runner = CliRunner()
     (["bench", "paper-table", "--n-valid", "-1"], "--n-valid must be at least 0"),
     (["bench", "paper-table", "--fidelity-batches", "-2"], "--fidelity-batches must be at least 0"),
     (["bench", "frontier", "--n-train", "0"], "--n-train must be at least 1"),
+    (["bench", "transfer-split", "--corpus", "pile"], "--corpus must be one of calibration, calibration+instr"),
+    (["bench", "transfer-split", "--stage1", '{"logit_kd": 1}'], "unknown stage-1 setting(s) logit_kd"),
+    (["bench", "transfer-split", "--stage1", '{"logit_kd_weight": -1}'], "logit_kd_weight"),
+    (["bench", "transfer-split", "--stage1", "logit_kd_weight=1"], "must be a JSON object"),
 ])
 def test_bad_benchmark_options_are_one_line_errors(args: list[str], message: str) -> None:
     result = runner.invoke(app, args)
@@ -40,3 +44,11 @@ def test_adapter_splits_and_their_labels() -> None:
 
     assert parse_adapter(" 1, 3") == (1, 3) and parse_adapter("0,4") == (0, 4)
     assert adapter_label((2, 2)) == "" and adapter_label((1, 3)) == "-adapter1+3"
+
+
+def test_stage1_labels_name_overrides_and_corpus() -> None:
+    from model_owner_server.bench.options import stage1_label
+
+    assert stage1_label("", "calibration") == ""
+    assert stage1_label('{"logit_kd_weight": 1.0, "steps": 40}', "calibration+instructions") == (
+        "-logit_kd_weight1-steps40-instructions")

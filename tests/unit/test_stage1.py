@@ -112,3 +112,36 @@ def _pid(base: object, config: object) -> str:
     from model_owner_server.emulators.profile import corpus_tag, profile_id
 
     return profile_id(base.weights_sha256, config, corpus_tag(TEXTS))  # type: ignore[attr-defined,arg-type]
+
+
+def test_logit_kd_term_trains_toward_the_full_models_predictions() -> None:
+    from model_owner_server.emulators.profile import Stage1Config, profile_id
+    from model_owner_server.emulators.stage1 import MixedNetwork, Targets
+
+    # off (the default) leaves the ids of profiles made before the term existed (pinned from that code)
+    assert profile_id("ab" * 32, Stage1Config()) == "prof-99b5811946787ffdac5d"
+    assert profile_id("ab" * 32, Stage1Config(logit_kd_weight=1.0)) != "prof-99b5811946787ffdac5d"
+
+    base, plain = tiny_profile(steps=3)
+    _, with_kl = tiny_profile(steps=3, logit_kd_weight=1.0)
+    assert with_kl.meta.profile_id != plain.meta.profile_id
+    assert with_kl.meta.curve[0].loss > plain.meta.curve[0].loss  # the KL term is in the loss
+    assert any(not torch.equal(t, plain.harmonizers[k]) for k, t in with_kl.harmonizers.items())
+
+    # the term is KL(full || mixed): zero when nothing is replaced, positive when blocks are
+    config = tiny_config(logit_kd_weight=1.0)
+    harmonizers = {int(k.split(".")[0]) for k in with_kl.harmonizers}
+    from model_owner_server.emulators.stage1 import new_harmonizers
+
+    net = MixedNetwork(base, config, new_harmonizers(base, config, sorted(harmonizers)))
+    try:
+        batch = torch.randint(0, 64, (2, 16))
+        targets = net.original_outputs(batch)
+        assert isinstance(targets, Targets) and targets.log_probs is not None
+        with torch.no_grad():
+            same = net.loss(batch, set(), targets)
+            replaced = net.loss(batch, set(sorted(harmonizers)[:2]), targets)
+        assert abs(float(same["loss"] - same["ce"] - config.kd_weight * same["nmse"])) < 1e-4
+        assert float(replaced["loss"] - replaced["ce"] - config.kd_weight * replaced["nmse"]) > 1e-4
+    finally:
+        net.restore()

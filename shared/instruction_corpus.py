@@ -1,0 +1,81 @@
+"""Public instruction-like text for stage 1: BIG-bench multiple-choice prompts with their answers.
+
+The calibration corpus (Wikipedia, news) never shows the model a prompt that asks a question, lists
+choices and expects one of them. Distilled on prose alone, an emulator answers such prompts with a
+prior of its own, and an adapter tuned through it learns to correct that prior instead of the full
+model's (docs/method-notes.md, "Why intent_recognition did not transfer"). So stage 1 also reads
+prompts of this shape, from BIG-bench tasks the project never evaluates: every task behind a built-in
+task pack is left out, and a data owner's own data never enters stage 1.
+
+BIG-bench's canary asks that its data never enter published training corpora: the text is derived
+into the local cache at run time and never written anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tarfile
+from functools import lru_cache
+
+from shared.assets import BIGBENCH, fetch
+from shared.corpora import calibration_split
+from shared.tasks.sources import BIGBENCH_ROOT, bigbench_examples
+from shared.tasks.spec import TASKS, BigBenchSource
+
+INSTRUCTION_CORPUS = "bigbench-mc-prompts/v1"
+MAX_MEMBER_BYTES = 1_000_000  # the larger task.json files are images as text, games, generated puzzles
+PER_TASK = 25  # examples per task: ~300 tasks, about as many characters as the calibration corpus
+MAX_CHARS = 1500  # one prompt with its answer; longer ones are few and would fill whole windows
+SAMPLE_SEED = 0  # which prompts of each task
+STREAM_SEED = 1  # the order of documents and prompts in the stage-1 text
+
+
+def evaluated_tasks() -> frozenset[str]:
+    """Top-level BIG-bench task folders behind the built-in task packs (never stage-1 text)."""
+    return frozenset(spec.source.member.split("/")[0] for spec in TASKS.values()
+                     if isinstance(spec.source, BigBenchSource))
+
+
+@lru_cache(maxsize=1)
+def instruction_texts() -> tuple[str, ...]:
+    """Seeded sample of `PER_TASK` prompts per BIG-bench multiple-choice task, each followed by its
+    correct choice, in a stable order (one pass over the sdist, about 10 s)."""
+    excluded = evaluated_tasks()
+    rng = random.Random(SAMPLE_SEED)
+    out: list[str] = []
+    with tarfile.open(fetch(BIGBENCH), "r:gz") as tar:
+        found: dict[str, bytes] = {}
+        for info in tar:
+            inner = info.name.split("/", 1)[-1].removeprefix(BIGBENCH_ROOT)
+            if (info.isfile() and info.name.endswith("/task.json") and info.size <= MAX_MEMBER_BYTES
+                    and inner.split("/")[0] not in excluded):
+                handle = tar.extractfile(info)
+                if handle is not None:
+                    found[inner] = handle.read()
+    for member in sorted(found):
+        try:
+            task = json.loads(found[member])
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        texts = [f"{ex.context} {ex.choices[ex.label]}" for _, ex in bigbench_examples(task, {})]
+        texts = [t for t in texts if len(t) <= MAX_CHARS]
+        rng.shuffle(texts)
+        out.extend(texts[:PER_TASK])
+    return tuple(out)
+
+
+STAGE1_CORPORA = ("calibration", "calibration+instructions")
+
+
+def stage1_texts(corpus: str) -> list[str] | None:
+    """Stage 1's training text by name: None for the built-in calibration corpus (its profile ids stay),
+    else the calibration documents and the instruction prompts in one seeded shuffle (the RL step's
+    held-out tail of the stream then holds both kinds)."""
+    if corpus not in STAGE1_CORPORA:
+        raise ValueError(f"unknown stage-1 corpus {corpus!r}; choose one of {', '.join(STAGE1_CORPORA)}")
+    if corpus == "calibration":
+        return None
+    texts = [*calibration_split()[0], *instruction_texts()]
+    random.Random(STREAM_SEED).shuffle(texts)
+    return texts
