@@ -487,7 +487,7 @@ def bench_transfer_split(
     reproduces a full-model-tuned adapter exactly."""
     from model_owner_server import base_models
     from model_owner_server.bench import options, paper_table, transfer_split
-    from model_owner_server.cli_support import fail, stage1_with_progress
+    from model_owner_server.cli_support import fail, one_line, stage1_with_progress
     from model_owner_server.emulators.profile import stage1_config
     from shared.instruction_corpus import STAGE1_CORPORA, stage1_texts
     from shared.tasks import load_mc_task
@@ -504,8 +504,8 @@ def bench_transfer_split(
         config = stage1_config(stage1, split[0], split[1])
         if lr is not None and not 0 < lr < 1:
             raise ValueError(f"--lr must be in (0, 1), got {lr}")
-    except ValueError as exc:
-        fail(str(exc))
+    except ValueError as exc:  # pydantic's ValidationError too: one line naming the field
+        fail(one_line(exc))
         return
     base = base_models.load_base_model(model)
     profile = stage1_with_progress(base, config, texts=stage1_texts(corpus))

@@ -30,13 +30,14 @@ runner = CliRunner()
     (["bench", "frontier", "--n-train", "0"], "--n-train must be at least 1"),
     (["bench", "transfer-split", "--corpus", "pile"], "--corpus must be one of calibration, calibration+instr"),
     (["bench", "transfer-split", "--stage1", '{"logit_kd": 1}'], "unknown stage-1 setting(s) logit_kd"),
-    (["bench", "transfer-split", "--stage1", '{"logit_kd_weight": -1}'], "logit_kd_weight"),
+    (["bench", "transfer-split", "--stage1", '{"logit_kd_weight": -1}'], "logit_kd_weight: Input should be greater"),
     (["bench", "transfer-split", "--stage1", "logit_kd_weight=1"], "must be a JSON object"),
 ])
 def test_bad_benchmark_options_are_one_line_errors(args: list[str], message: str) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_adapter_splits_and_their_labels() -> None:
