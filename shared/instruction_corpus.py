@@ -7,8 +7,8 @@ model's (docs/method-notes.md, "Why intent_recognition did not transfer"). So st
 prompts of this shape, from BIG-bench tasks the project never evaluates: every task behind a built-in
 task pack is left out, and a data owner's own data never enters stage 1.
 
-BIG-bench's canary asks that its data never enter published training corpora: the text is derived
-into the local cache at run time and never written anywhere else.
+BIG-bench's canary asks that its data never enter published training corpora: the text is read from
+the cached sdist into memory at run time and never written anywhere.
 """
 
 from __future__ import annotations
