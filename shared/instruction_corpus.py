@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import json
 import random
-import tarfile
 from functools import lru_cache
 
-from shared.assets import BIGBENCH, fetch
 from shared.corpora import calibration_split
-from shared.tasks.sources import BIGBENCH_ROOT, bigbench_examples
+from shared.tasks.sources import bigbench_examples, bigbench_task_files
 from shared.tasks.spec import TASKS, BigBenchSource
 
-INSTRUCTION_CORPUS = "bigbench-mc-prompts/v1"
 MAX_MEMBER_BYTES = 1_000_000  # the larger task.json files are images as text, games, generated puzzles
 PER_TASK = 25  # examples per task: ~300 tasks, about as many characters as the calibration corpus
 MAX_CHARS = 1500  # one prompt with its answer; longer ones are few and would fill whole windows
@@ -44,15 +41,8 @@ def instruction_texts() -> tuple[str, ...]:
     excluded = evaluated_tasks()
     rng = random.Random(SAMPLE_SEED)
     out: list[str] = []
-    with tarfile.open(fetch(BIGBENCH), "r:gz") as tar:
-        found: dict[str, bytes] = {}
-        for info in tar:
-            inner = info.name.split("/", 1)[-1].removeprefix(BIGBENCH_ROOT)
-            if (info.isfile() and info.name.endswith("/task.json") and info.size <= MAX_MEMBER_BYTES
-                    and inner.split("/")[0] not in excluded):
-                handle = tar.extractfile(info)
-                if handle is not None:
-                    found[inner] = handle.read()
+    found = bigbench_task_files(lambda path, size: path.endswith("/task.json") and size <= MAX_MEMBER_BYTES
+                                and path.split("/")[0] not in excluded)
     for member in sorted(found):
         try:
             task = json.loads(found[member])

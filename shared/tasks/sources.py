@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tarfile
 import zipfile
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -34,24 +35,33 @@ _BIGBENCH_DEFAULTS: dict[str, Any] = {
 Grouped = list[tuple[str, Any]]
 
 
-@lru_cache(maxsize=1)
-def _bigbench_members(members: tuple[str, ...]) -> dict[str, bytes]:
-    """Several task.json files in ONE pass over the 358 MB sdist (each pass gunzips it all, ~7 s)."""
-    archive = fetch(BIGBENCH)
-    wanted = {BIGBENCH_ROOT + m for m in members}
+def bigbench_task_files(wanted: Callable[[str, int], bool], limit: int | None = None) -> dict[str, bytes]:
+    """The files under benchmark_tasks/ (keyed by their path there) for which `wanted(path, size)`, in ONE
+    pass over the 358 MB sdist (each pass gunzips it all, ~7 s); it stops once `limit` are found."""
     found: dict[str, bytes] = {}
-    with tarfile.open(archive, "r:gz") as tar:
+    with tarfile.open(fetch(BIGBENCH), "r:gz") as tar:
         for info in tar:
             inner = info.name.split("/", 1)[-1]  # drop the "bigbench-1.0.0/" top folder
-            if info.isfile() and inner in wanted:
+            if not (info.isfile() and inner.startswith(BIGBENCH_ROOT)):
+                continue
+            path = inner.removeprefix(BIGBENCH_ROOT)
+            if wanted(path, info.size):
                 handle = tar.extractfile(info)
                 if handle is not None:
-                    found[inner.removeprefix(BIGBENCH_ROOT)] = handle.read()
-                if len(found) == len(wanted):
+                    found[path] = handle.read()
+                if limit is not None and len(found) == limit:
                     break
-    missing = sorted(set(members) - found.keys())
+    return found
+
+
+@lru_cache(maxsize=1)
+def _bigbench_members(members: tuple[str, ...]) -> dict[str, bytes]:
+    """Several task.json files, read together."""
+    wanted = set(members)
+    found = bigbench_task_files(lambda path, _size: path in wanted, limit=len(wanted))
+    missing = sorted(wanted - found.keys())
     if missing:
-        raise AssetError(f"{archive.name} has no {', '.join(BIGBENCH_ROOT + m for m in missing)}")
+        raise AssetError(f"{fetch(BIGBENCH).name} has no {', '.join(BIGBENCH_ROOT + m for m in missing)}")
     return found
 
 

@@ -116,7 +116,7 @@ def _pid(base: object, config: object) -> str:
 
 def test_logit_kd_term_trains_toward_the_full_models_predictions() -> None:
     from model_owner_server.emulators.profile import Stage1Config, profile_id
-    from model_owner_server.emulators.stage1 import MixedNetwork, Targets
+    from model_owner_server.emulators.stage1 import MixedNetwork, Targets, new_harmonizers
 
     # off (the default) leaves the ids of profiles made before the term existed (pinned from that code)
     assert profile_id("ab" * 32, Stage1Config()) == "prof-99b5811946787ffdac5d"
@@ -131,8 +131,6 @@ def test_logit_kd_term_trains_toward_the_full_models_predictions() -> None:
     # the term is KL(full || mixed): zero when nothing is replaced, positive when blocks are
     config = tiny_config(logit_kd_weight=1.0)
     harmonizers = {int(k.split(".")[0]) for k in with_kl.harmonizers}
-    from model_owner_server.emulators.stage1 import new_harmonizers
-
     net = MixedNetwork(base, config, new_harmonizers(base, config, sorted(harmonizers)))
     try:
         batch = torch.randint(0, 64, (2, 16))
