@@ -58,13 +58,18 @@ def instruction_texts() -> tuple[str, ...]:
 STAGE1_CORPORA = ("calibration", "calibration+instructions")
 
 
+def check_corpus(corpus: str, name: str = "stage-1 corpus") -> str:
+    """`corpus` if it names a stage-1 text, else a ValueError naming `name` (a CLI passes its option)."""
+    if corpus not in STAGE1_CORPORA:
+        raise ValueError(f"{name} must be one of {', '.join(STAGE1_CORPORA)}, got {corpus!r}")
+    return corpus
+
+
 def stage1_texts(corpus: str) -> list[str] | None:
     """Stage 1's training text by name: None for the built-in calibration corpus (its profile ids stay),
     else the calibration documents and the instruction prompts in one seeded shuffle (the RL step's
     held-out tail of the stream then holds both kinds)."""
-    if corpus not in STAGE1_CORPORA:
-        raise ValueError(f"unknown stage-1 corpus {corpus!r}; choose one of {', '.join(STAGE1_CORPORA)}")
-    if corpus == "calibration":
+    if check_corpus(corpus) == "calibration":
         return None
     texts = [*calibration_split()[0], *instruction_texts()]
     random.Random(STREAM_SEED).shuffle(texts)

@@ -489,13 +489,12 @@ def bench_transfer_split(
     from model_owner_server.bench import options, paper_table, transfer_split
     from model_owner_server.cli_support import fail, one_line, stage1_with_progress
     from model_owner_server.emulators.profile import stage1_config
-    from shared.instruction_corpus import STAGE1_CORPORA, stage1_texts
+    from shared.instruction_corpus import check_corpus, stage1_texts
     from shared.tasks import load_mc_task
 
     try:
         options.parse_tasks(task)
-        if corpus not in STAGE1_CORPORA:
-            raise ValueError(f"--corpus must be one of {', '.join(STAGE1_CORPORA)}, got {corpus!r}")
+        check_corpus(corpus, "--corpus")  # before any data is read
         variants = options.parse_variants(variant, 0.5, "--variant")
         if len(variants) != 1:
             raise ValueError(f"--variant takes one variant, got {variant!r}")

@@ -28,5 +28,5 @@ def test_instruction_text_is_public_prompts_with_answers_and_no_evaluated_task()
     assert mixed is not None and sorted(mixed) == sorted([*calibration_split()[0], *texts])
     assert mixed == stage1_texts("calibration+instructions")  # a stable order: a stable profile id
     assert stage1_texts("calibration") is None
-    with pytest.raises(ValueError, match="unknown stage-1 corpus 'pile'"):
+    with pytest.raises(ValueError, match=r"stage-1 corpus must be one of calibration, .*got 'pile'"):
         stage1_texts("pile")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from shared.data_formats import MCExample
-from shared.instruction_corpus import evaluated_tasks
+from shared.instruction_corpus import STAGE1_CORPORA, check_corpus, evaluated_tasks
 from shared.tasks.sources import bigbench_examples
 
 TASK: dict[str, Any] = {
@@ -41,3 +43,12 @@ def test_overrides_replace_the_prefixes_and_can_drop_the_choice_list() -> None:
 def test_no_task_the_project_evaluates_is_stage1_text() -> None:
     assert {"intent_recognition", "goal_step_wikihow", "winowhy", "social_iqa", "strategyqa"} <= evaluated_tasks()
     assert all("/" not in name for name in evaluated_tasks())
+
+
+def test_check_corpus_names_the_option_it_was_given() -> None:
+    assert [check_corpus(c) for c in STAGE1_CORPORA] == list(STAGE1_CORPORA)
+    with pytest.raises(ValueError) as exc:
+        check_corpus("pile", "--corpus")
+    assert str(exc.value) == "--corpus must be one of calibration, calibration+instructions, got 'pile'"
+    with pytest.raises(ValueError, match=r"^stage-1 corpus must be one of"):
+        check_corpus("Calibration")
