@@ -65,12 +65,17 @@ def remap_block_indices(keys_to_tensors: dict[str, torch.Tensor], stack_path: st
     return {rename(k): v for k, v in keys_to_tensors.items()}
 
 
+def block_tensors(state: dict[str, torch.Tensor], stack_path: str, indices: list[int]) -> dict[str, torch.Tensor]:
+    """The tensors of blocks `indices` of the stack at `stack_path`, as they are (not copied)."""
+    prefixes = tuple(f"{stack_path}.{i}." for i in indices)
+    return {k: v for k, v in state.items() if k.startswith(prefixes)}
+
+
 def expected_adapter_tensors(full_state: dict[str, torch.Tensor], stack_path: str,
                              indices: list[int]) -> dict[str, TensorInfo]:
     """Every parameter of the adapter blocks in the full model: name -> (dtype, shape)."""
-    prefixes = tuple(f"{stack_path}.{i}." for i in indices)
-    return {k: TensorInfo(_dtype_name(v.dtype), tuple(v.shape)) for k, v in full_state.items()
-            if k.startswith(prefixes)}
+    return {k: TensorInfo(_dtype_name(v.dtype), tuple(v.shape))
+            for k, v in block_tensors(full_state, stack_path, indices).items()}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

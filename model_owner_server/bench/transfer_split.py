@@ -52,7 +52,7 @@ from model_owner_server.bench.task_run import (
 from model_owner_server.bench.tuning_select import select_task_lrs
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.plug_in import CheckedAdapter, check_adapter, emulator_with_adapter, plug_in
-from shared.adapter_format import save_adapter
+from shared.adapter_format import block_tensors, save_adapter
 from shared.artifacts import load_emulator
 from shared.blocks import find_block_stack
 from shared.data_formats import MCExample
@@ -86,12 +86,6 @@ ROW_TITLES = {
     "emulator_top_full_bottom": "emulator top + full-model bottom",
     "emulator_bottom_full_top": "emulator bottom + full-model top",
 }
-
-
-def _block_state(state: dict[str, torch.Tensor], stack_path: str, blocks: list[int]) -> dict[str, torch.Tensor]:
-    """The tensors of `blocks`, as they are (plug_in copies them into its own model)."""
-    prefixes = tuple(f"{stack_path}.{i}." for i in blocks)
-    return {k: v for k, v in state.items() if k.startswith(prefixes)}
 
 
 def _update_stats(base: dict[str, torch.Tensor], full: dict[str, torch.Tensor], emu: dict[str, torch.Tensor],
@@ -146,7 +140,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
         answers[row].append([p.pred for p in scored.predictions])
 
     score("full_zero_shot", base.model)
-    base_state = {k: v.clone() for k, v in _block_state(base.model.state_dict(), stack_path, blocks).items()}
+    base_state = {k: v.clone() for k, v in block_tensors(base.model.state_dict(), stack_path, blocks).items()}
     updates: list[dict[str, dict[str, float]]] = []
     result: dict[str, Any] = {
         "benchmark": "transfer-split", "model": base.name, "task": task, "variant": variant.label,
@@ -163,7 +157,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
             config = tuning_for(budget, lr, seed)
             tuned = tuned_copy(base.model, base.tokenizer, "adapter", blocks, train, config)
             score("full_tuned", tuned)
-            full_state = _block_state(tuned.state_dict(), stack_path, blocks)
+            full_state = block_tensors(tuned.state_dict(), stack_path, blocks)
             del tuned
             full_dir = workdir / f"full-seed{seed}"
             save_adapter(full_state, manifest, full_dir)
@@ -175,8 +169,8 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
             score("emulator_fine_tuned", emulator_with_adapter(emulator, manifest, adapter))
             sources = {"base": base_state, "full": full_state, "emulator": emu_state}
             for row, (bottom_from, top_from) in MIXES.items():
-                state = {**_block_state(sources[bottom_from], stack_path, bottom),
-                         **_block_state(sources[top_from], stack_path, top)}
+                state = {**block_tensors(sources[bottom_from], stack_path, bottom),
+                         **block_tensors(sources[top_from], stack_path, top)}
                 score(row, plug_in(base, CheckedAdapter("full", emu_adapter_dir, state)))
             updates.append(_update_stats(base_state, full_state, emu_state, stack_path, blocks))
             log(f"seed {seed}: " + ", ".join(f"{row} {cells[row].acc[-1]:.3f}" for row in ROWS
