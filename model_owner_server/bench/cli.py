@@ -107,8 +107,8 @@ def bench_frontier(
     seeds: Annotated[str | None, typer.Option(help="comma-separated tuning seeds (default 0)")] = None,
     lr_grid: Annotated[str | None, typer.Option(help="adapter-tuning learning rates to choose from")] = None,
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
-    label: Annotated[str | None, typer.Option(help="file name label (default: model [+ -quick] [+ -adapterB+T])")
-                     ] = None,
+    label: Annotated[str | None, typer.Option(help="file name label (default: model [+ -tasks unless bbc_news] [+ "
+                                                   "-quick] [+ -adapterB+T])")] = None,
     adapter: Annotated[str, typer.Option(help="adapter split BOTTOM,TOP: the first and last blocks the data owner "
                                               "tunes (the stage-1 profile is the one of that split)")] = "2,2",
     restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
@@ -132,7 +132,7 @@ def bench_frontier(
         return
     base = base_models.load_base_model(model)
     profile = stage1_with_progress(base, Stage1Config(adapter_bottom=split[0], adapter_top=split[1]))
-    run_label = label or f"{Path(model).name}{'-quick' if quick else ''}{options.adapter_label(split)}"
+    run_label = label or frontier.default_label(Path(model).name, names, quick, options.adapter_label(split))
     try:
         result = frontier.run(base, profile, names, alpha_grid, beta_grid, budget, out, run_label, restart=restart)
     except StateMismatchError as exc:

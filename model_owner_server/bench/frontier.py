@@ -39,6 +39,14 @@ STANDARD = Budget(n_train=320, n_valid=200, n_test=None, seeds=(0,), tuning=_TUN
 QUICK = Budget(n_train=64, n_valid=48, n_test=120, seeds=(0,), tuning=_TUNING, lr_grid=(1e-3,), fidelity_batches=0)
 
 
+def default_label(model: str, tasks: Sequence[str], quick: bool, adapter_label: str) -> str:
+    """model [+ -tasks, unless the default task] [+ -quick] [+ -adapterB+T]: a frontier on other tasks gets its
+    own files and state, instead of overwriting the default frontier's (its state would resume, as the tasks
+    are not bound to it)."""
+    on_tasks = "" if tuple(tasks) == TASKS else "-" + "+".join(tasks)
+    return f"{model}{on_tasks}{'-quick' if quick else ''}{adapter_label}"
+
+
 def grid_variants(alphas: Sequence[float], betas: Sequence[float]) -> list[Variant]:
     """Uniform LayerDrop (beta 0) at each alpha, then ScaleOT at every (alpha, beta)."""
     return [Variant("uniform", 0.0, a) for a in alphas] + [Variant("scaleot", b, a) for a in alphas for b in betas]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from model_owner_server.bench.frontier import frontier_result, grid_variants, pareto
+from model_owner_server.bench.frontier import default_label, frontier_result, grid_variants, pareto
 from model_owner_server.cli import app
 from model_owner_server.emulators.recommend import NoRecommendationError, load_frontier, recommend, recommended_point
 
@@ -66,6 +66,13 @@ def test_grid_has_uniform_references_and_every_scaleot_point() -> None:
     variants = grid_variants((0.25, 0.5, 0.75), (0.0, 0.25, 0.5, 0.75))
     assert len(variants) == 3 + 12
     assert [v.method for v in variants[:3]] == ["uniform"] * 3 and {v.beta for v in variants[:3]} == {0.0}
+
+
+def test_default_label_names_tasks_other_than_the_default_one() -> None:
+    assert default_label("smollm2-135m", ["bbc_news"], False, "") == "smollm2-135m"  # the committed frontier's name
+    assert default_label("smollm2-135m", ["goal_step_wikihow_step"], True, "-adapter0+4") == (
+        "smollm2-135m-goal_step_wikihow_step-quick-adapter0+4")
+    assert default_label("m", ["bbc_news", "goal_step_wikihow_goal"], False, "") == "m-bbc_news+goal_step_wikihow_goal"
 
 
 def test_frontier_result_lists_recommendations(tmp_path: Path) -> None:
