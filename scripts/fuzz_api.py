@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model_owner_server.bench.fuzz_seed import FuzzServer, seed  # noqa: E402
+from tests.fuzz.fuzz_seed import FuzzServer, seed  # noqa: E402
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 ACCESS = re.compile(r'"(GET|POST|HEAD|PUT|DELETE|PATCH|OPTIONS) \S+ HTTP/[0-9.]+" (\d{3})')

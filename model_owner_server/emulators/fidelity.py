@@ -21,7 +21,6 @@ from pydantic import BaseModel
 from torch import nn
 from transformers import PreTrainedModel
 
-from data_owner_client.tuning.batches import batches, encode
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.calibration import ordinary_tokens, relative_error, top_adapter_input
 from shared.blocks import find_block_stack
@@ -29,6 +28,7 @@ from shared.corpora import calibration_split
 from shared.data_formats import TrainExample
 from shared.manifest import EmulatorManifest
 from shared.perplexity import fixed_windows, perplexity
+from shared.training_batches import batches, encode
 
 
 class FidelityReport(BaseModel):

@@ -1,5 +1,5 @@
 """Issue 11: a bounded fuzz of adapter uploads in the normal test run (the long one is
-`python -m model_owner_server.bench.upload_fuzz --cases 3000`): mutated safetensors files and LoRA
+`python -m tests.fuzz.upload_fuzz --cases 3000`): mutated safetensors files and LoRA
 directories are answered 201 or 4xx, never 5xx, and the service keeps answering."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from model_owner_server.bench.fuzz_seed import FULL_SPEC, LORA_SPEC, Seed, make_full_adapter, make_lora_files
-from model_owner_server.bench.upload_fuzz import run_cases
-from model_owner_server.bench.upload_mutations import SAFETENSORS_MUTATORS
 from model_owner_server.jobs.worker import Worker
 from model_owner_server.settings import Settings
+from tests.fuzz.fuzz_seed import FULL_SPEC, LORA_SPEC, Seed, make_full_adapter, make_lora_files
+from tests.fuzz.upload_fuzz import run_cases
+from tests.fuzz.upload_mutations import SAFETENSORS_MUTATORS
 from tests.service.conftest import Headers, build
 
 

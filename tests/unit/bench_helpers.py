@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from benchmarks.offsite_tuning.task_run import Budget
 from data_owner_client.tuning.config import TuningConfig
-from model_owner_server.bench.task_run import Budget
 from shared.data_formats import MCExample
 from shared.tasks import TASKS, TaskData
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from model_owner_server.bench.frontier import default_label, frontier_result, grid_variants, pareto
+from benchmarks.offsite_tuning.frontier import default_label, frontier_result, grid_variants, pareto
 from model_owner_server.cli import app
 from model_owner_server.emulators.recommend import NoRecommendationError, load_frontier, recommend, recommended_point
 

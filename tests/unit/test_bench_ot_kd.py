@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from model_owner_server.bench import ot_kd
+from benchmarks.offsite_tuning import ot_kd
 from tests.unit.bench_helpers import toy_task
 from tests.unit.helpers import tiny_profile
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
+from benchmarks.offsite_tuning import paper_table, task_run, tuning_select
+from benchmarks.offsite_tuning.records import Cell, TaskResult, VariantRow
+from benchmarks.offsite_tuning.run_state import StateMismatchError
+from benchmarks.offsite_tuning.task_run import Variant
+from benchmarks.reports import paper_report
+from benchmarks.reports.summary import summarize
 from model_owner_server.base_models import LoadedBase
-from model_owner_server.bench import paper_report, paper_table, task_run, tuning_select
-from model_owner_server.bench.records import Cell, TaskResult, VariantRow
-from model_owner_server.bench.run_state import StateMismatchError
-from model_owner_server.bench.summary import summarize
-from model_owner_server.bench.task_run import Variant
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.evaluation.matrix import Score
 from shared.cache import cache_dir

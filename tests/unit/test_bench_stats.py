@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model_owner_server.bench.stats import as_matrix, bootstrap_mean, correctness_string, paired_difference
+from benchmarks.reports.stats import as_matrix, bootstrap_mean, correctness_string, paired_difference
 
 
 def _paired(n: int, p_a: float, p_b: float, seeds: int, rng: np.random.Generator) -> np.ndarray:

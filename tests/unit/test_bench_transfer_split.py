@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from model_owner_server.bench import transfer_split
-from model_owner_server.bench.task_run import Variant
+from benchmarks.offsite_tuning import transfer_split
+from benchmarks.offsite_tuning.task_run import Variant
 from model_owner_server.plug_in import CheckedAdapter
 from shared.blocks import find_block_stack
 from tests.unit.bench_helpers import toy_budget, toy_task

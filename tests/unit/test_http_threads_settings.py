@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_owner_server.bench.http_threads import markdown, parse_settings
+from benchmarks.service_load.http_threads import markdown, parse_settings
 
 
 def test_settings_are_threads_or_threads_x_processes() -> None:

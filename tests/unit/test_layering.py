@@ -1,7 +1,9 @@
 """The import graph keeps its layers: no module-level import cycle, `shared/` imports neither party,
 the client never imports the server, nothing below the web app imports `app/` (only the command
-lines above it do), and the ML code imports no web framework. Every import counts, also the ones
-inside functions (a deferred import is still a dependency); `if TYPE_CHECKING:` blocks do not."""
+lines above it do), the ML code imports no web framework, and only `benchmarks/` (which plays both
+parties) imports both the server and the client, while no product package imports `benchmarks/`.
+Every import counts, also the ones inside functions (a deferred import is still a dependency);
+`if TYPE_CHECKING:` blocks do not."""
 
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import graphlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("shared", "model_owner_server", "data_owner_client")
+PACKAGES = ("shared", "model_owner_server", "data_owner_client", "benchmarks")
+PRODUCT = ("shared", "model_owner_server", "data_owner_client")
+BENCH = "benchmarks"
 APP = "model_owner_server.app"
-ABOVE_APP = ("model_owner_server.cli", "model_owner_server.bench")  # command lines that start the service
+ABOVE_APP = ("model_owner_server.cli", BENCH)  # command lines that start the service
 WEB = ("fastapi", "starlette", "uvicorn")
 ML = ("shared", "data_owner_client", "model_owner_server.emulators", "model_owner_server.evaluation",
       "model_owner_server.plug_in", "model_owner_server.base_models")
@@ -97,9 +101,16 @@ def test_layers_point_one_way() -> None:
                 problems.append(f"{module} -> {target}: the client imports the server")
             if _within(target, APP) and not _within(module, (APP, *ABOVE_APP)):
                 problems.append(f"{module} -> {target}: a lower layer imports the web app")
+            if _within(target, BENCH) and _within(module, PRODUCT):
+                problems.append(f"{module} -> {target}: the product imports the benchmarks")
     for module, packages in externals.items():
         if _within(module, ML) and packages & set(WEB):
             problems.append(f"{module} imports a web framework ({', '.join(sorted(packages & set(WEB)))})")
+    for package in PRODUCT:  # the server never imports the client either: only the benchmarks play both parties
+        reached = {party for m, ts in edges.items() if _within(m, package) for t in ts
+                   for party in ("model_owner_server", "data_owner_client") if _within(t, party) and party != package}
+        if reached:
+            problems.append(f"{package} imports {', '.join(sorted(reached))}: only {BENCH}/ imports both parties")
     assert not problems, "\n".join(sorted(problems))
 
 
@@ -110,3 +121,6 @@ def test_the_check_sees_the_project() -> None:
     assert "model_owner_server.settings" in edges["model_owner_server.jobs.worker"]
     assert "shared.manifest" in edges["model_owner_server.emulators.build"]
     assert any(_within(t, APP) for t in edges["model_owner_server.cli"])  # deferred imports count
+    bench_targets = {t for m, ts in edges.items() if _within(m, BENCH) for t in ts}
+    assert any(_within(t, "data_owner_client") for t in bench_targets)  # the one module set allowed both parties
+    assert any(_within(t, "model_owner_server") for t in bench_targets)

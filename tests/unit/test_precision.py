@@ -164,7 +164,7 @@ def test_plug_in_into_a_bfloat16_base(bf16_emulator: tuple[Path, Path]) -> None:
 
 
 def test_dtype_parity_bench_on_a_tiny_model(tmp_path: Path) -> None:
-    from model_owner_server.bench import dtype_parity
+    from benchmarks.offsite_tuning import dtype_parity
 
     tuning = TuningConfig(epochs=1, lr=1e-3, batch_size=4, max_len=64, warmup_ratio=0.0)
     result = dtype_parity.run("tiny-llama", "goal_step_wikihow_goal", ["float32", "bfloat16"], tmp_path,

@@ -16,8 +16,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from benchmarks.compute.stage1_ddp import compare, spearman
 from model_owner_server.base_models import load_base_model
-from model_owner_server.bench.stage1_ddp import compare, spearman
 from model_owner_server.cli import app
 from model_owner_server.emulators.distributed import Collective, check_world
 from model_owner_server.emulators.profile import checkpoint_dir, corpus_tag, find_profile, profile_dir, profile_id

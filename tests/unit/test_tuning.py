@@ -8,7 +8,6 @@ import torch
 from peft import PeftModel
 from safetensors import safe_open
 
-from data_owner_client.tuning.batches import IGNORE, encode
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
 from data_owner_client.tuning.trainer import mean_target_loss, tune
@@ -20,6 +19,7 @@ from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG
 from shared.artifacts import load_emulator
 from shared.blocks import find_block_stack
 from shared.data_formats import TrainExample
+from shared.training_batches import IGNORE, encode
 
 TRAIN = [TrainExample(context=f"Q{i}: colour of the sky?", target=" blue") for i in range(24)]
 VALID = [TrainExample(context="Q99: colour of the sky?", target=" blue")]

@@ -1,0 +1,5 @@
+"""`python -m benchmarks` = `scaleot-bench`."""
+
+from benchmarks.cli import app
+
+app(prog_name="scaleot-bench")
