@@ -466,6 +466,37 @@ def bench_jac_ab(
     typer.echo(f"written to {out / f'jac-ab-{Path(model).name}'}.{{json,md}}")
 
 
+@app.command("agreement")
+def bench_agreement(
+    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    sources: Annotated[str | None, typer.Option(
+        help="comma-separated paper-table / frontier-raw JSONs whose utility gaps are explained (default: the "
+             "committed ones)")] = None,
+    n_test: Annotated[int | None, typer.Option(help="test prompts per task (default: the whole split)")] = None,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """Emulator-full agreement on each measured (task, emulator) against its utility gap: rank correlations
+    and the agreement threshold of the service's agreement check. Resumable."""
+    from benchmarks.offsite_tuning import agreement_study
+    from model_owner_server import base_models
+    from model_owner_server.cli_support import fail, stage1_with_progress
+    from model_owner_server.emulators.profile import stage1_config
+
+    paths = [Path(s.strip()) for s in (sources.split(",") if sources else agreement_study.SOURCES) if s.strip()]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing or not paths:
+        fail(f"--sources: no such result file(s): {', '.join(missing) or '(none given)'}")
+        return
+    if n_test is not None and n_test < 1:
+        fail(f"--n-test must be at least 1, got {n_test}")
+        return
+    base = base_models.load_base_model(model)
+    profile = stage1_with_progress(base, stage1_config("", 2, 2))
+    label = Path(model).name + ("" if n_test is None else f"-n{n_test}")
+    study = agreement_study.run(base, profile, paths, out, label, n_test=n_test)
+    typer.echo(agreement_study.markdown(study))
+
+
 @app.command("transfer-split")
 def bench_transfer_split(
     model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
@@ -483,6 +514,10 @@ def bench_transfer_split(
                                              "'{\"logit_kd_weight\": 1}')")] = "",
     corpus: Annotated[str, typer.Option(help="stage-1 text: calibration, or calibration+instructions (adds "
                                              "public BIG-bench prompts of tasks never evaluated)")] = "calibration",
+    calibrate: Annotated[bool, typer.Option(help="refine the emulator's harmonizers on the task's unlabelled "
+                                                 "training prompts before tuning (task calibration)")] = False,
+    calibration: Annotated[str, typer.Option(help="task-calibration overrides, a JSON object of "
+                                                  "CalibrationSettings fields (e.g. '{\"steps\": 200}')")] = "",
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
 ) -> None:
     """Which half of an emulator-tuned adapter transfers to the full model, and whether the plug-in path
@@ -505,6 +540,9 @@ def bench_transfer_split(
         config = stage1_config(stage1, split[0], split[1])
         if lr is not None and not 0 < lr < 1:
             raise ValueError(f"--lr must be in (0, 1), got {lr}")
+        settings = options.parse_calibration(calibration, "--calibration") if calibrate else None
+        if calibration and not calibrate:
+            raise ValueError("--calibration needs --calibrate")
     except ValueError as exc:  # pydantic's ValidationError too: one line naming the field
         fail(one_line(exc))
         return
@@ -512,7 +550,8 @@ def bench_transfer_split(
     profile = stage1_with_progress(base, config, texts=stage1_texts(corpus))
     v = variants[0]
     run_label = (f"{Path(model).name}-{task}-{v.method}-a{v.alpha:g}-b{v.beta:g}{options.adapter_label(split)}"
-                 f"{options.stage1_label(stage1, corpus)}")
-    result = transfer_split.run(base, profile, load_mc_task(task), task, v, budget, lr, out, run_label)
+                 f"{options.stage1_label(stage1, corpus)}{options.calibration_label(calibration) if calibrate else ''}")
+    result = transfer_split.run(base, profile, load_mc_task(task), task, v, budget, lr, out, run_label,
+                                calibration=settings)
     typer.echo(transfer_split.markdown(result))
     typer.echo(f"written to {out / f'transfer-split-{run_label}'}.{{json,md}}")

@@ -21,6 +21,19 @@ MAX_PROBLEMS = 20
 
 TRAIN_FORMAT = '{"context": str, "target": str} or {"text": str}'
 MC_FORMAT = '{"context": str, "choices": [str, str, ...], "label": int}'
+PROMPT_FORMAT = '{"context": str, "choices": [str, str, ...]} (no label or target)'
+MAX_PROMPTS = 2_000  # rows of one prompt set (an agreement check or a calibration)
+MAX_PROMPT_CHARS = 20_000  # characters of one prompt's context and choices together
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One unlabelled prompt (`{"context": str, "choices": [str, ...]}`, choices optional): what a data owner
+    may show the model owner for an agreement check or a calibrated emulator. It never holds a label or a
+    target: the model owner learns the prompts, not the answers."""
+
+    context: str
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,29 @@ def _parse_mc(row: dict[str, Any]) -> tuple[MCExample | None, list[str]]:
     return MCExample(context=row["context"], choices=list(row["choices"]), label=row["label"]), []
 
 
+def _parse_prompt(row: dict[str, Any]) -> tuple[Prompt | None, list[str]]:
+    """An unlabelled prompt: a row that carries an answer ('label', 'target') is refused, not stripped, so a
+    data owner never sends one by mistake."""
+    leaked = [k for k in ("label", "target", "answer") if k in row]
+    if leaked:
+        return None, [f"field(s) {', '.join(repr(k) for k in leaked)} not allowed: a prompt set holds no answers "
+                      f"(remove them); expected {PROMPT_FORMAT}"]
+    problems = _check_keys(row, {"context", *({"choices"} & row.keys())}, PROMPT_FORMAT)
+    if problems:
+        return None, problems
+    example, problems = _parse_mc({**row, "label": 0}) if "choices" in row else (None, _check_str(row, "context", True))
+    if problems:
+        return None, problems
+    choices = tuple(example.choices) if example is not None else ()
+    context = str(row["context"])
+    if not context and not choices:
+        return None, ["field 'context' is empty and there are no choices: nothing to compare"]
+    size = len(context) + sum(len(c) for c in choices)
+    if size > MAX_PROMPT_CHARS:
+        return None, [f"the prompt is {size} characters long (context and choices); at most {MAX_PROMPT_CHARS}"]
+    return Prompt(context=context, choices=choices), []
+
+
 def _iter_rows(path: Path, parse: Callable[[dict[str, Any]], tuple[T | None, list[str]]]) -> Iterator[T]:
     """Parse rows lazily; raise one DataFormatError with every problem (up to MAX_PROBLEMS) at the end."""
     problems: list[str] = []
@@ -164,6 +200,16 @@ def _iter_rows(path: Path, parse: Callable[[dict[str, Any]], tuple[T | None, lis
         problems.append(f"{path}: the file has no rows; expected one JSON object per line")
     if problems:
         raise DataFormatError(path, problems)
+
+
+def load_prompt_jsonl(path: str | Path, max_rows: int = MAX_PROMPTS) -> list[Prompt]:
+    """Unlabelled prompt rows of a JSONL file (at most `max_rows`); raises DataFormatError listing every problem."""
+    prompts: list[Prompt] = []
+    for prompt in _iter_rows(Path(path), _parse_prompt):
+        prompts.append(prompt)
+        if len(prompts) > max_rows:
+            raise DataFormatError(Path(path), [f"{path}: more than {max_rows} prompts; send at most {max_rows}"])
+    return prompts
 
 
 def load_training_jsonl(path: str | Path) -> list[TrainExample]:

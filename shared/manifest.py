@@ -65,6 +65,26 @@ class RefitRecord(BaseModel):
     seconds: float = 0.0
 
 
+class CalibrationRecord(BaseModel):
+    """How the harmonizers were refined on a data owner's unlabelled prompts (task calibration), and what it bought."""
+
+    prompts_sha256: str  # of the whole prompt set (the prompts themselves stay with the model owner)
+    n_prompts: int  # prompts the harmonizers were refined on
+    n_check: int  # held out: the refinement is kept only if it lowers their KL
+    steps: int
+    batch_size: int
+    max_len: int
+    lr: float
+    answer_weight: float
+    check_share: float
+    seed: int
+    check_kl_before: float  # KL(full || emulator) per token + answer_weight x on the choice tokens, held out
+    check_kl_after: float
+    kept: bool
+    curve: list[float] = Field(default_factory=list)
+    seconds: float
+
+
 class DistillRecord(BaseModel):
     """How the kept middle blocks of a uniform emulator were distilled toward the full model (OT-KD)."""
 
@@ -99,6 +119,8 @@ class EmulatorManifest(BaseModel):
     harmonizer: HarmonizerConfig | None = None
     refit: RefitRecord | None = Field(None, description="set when the harmonizers were re-fitted after SRC")
     distill: DistillRecord | None = Field(None, description="set when the kept middle blocks were distilled (OT-KD)")
+    calibration: CalibrationRecord | None = Field(
+        None, description="set when the harmonizers were refined on a data owner's unlabelled prompts")
     profile_id: str | None = None
     dtype: DtypeName = Field(
         "float32", description="dtype of the weights in emulator.safetensors (the base model's)")

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 from benchmarks.offsite_tuning.task_run import Budget, Variant
+from model_owner_server.emulators.task_calibration import CalibrationSettings
 from shared.tasks import TASKS
 
 METHODS = ("scaleot", "uniform", "ot-kd")  # ot-kd: uniform LayerDrop + distillation (Offsite-Tuning)
@@ -60,6 +61,26 @@ def stage1_label(overrides: str, corpus: str) -> str:
     if corpus != "calibration":
         parts.append(corpus.split("+")[-1])
     return "".join(f"-{part}" for part in parts)
+
+
+def parse_calibration(text: str, option: str) -> CalibrationSettings:
+    """Task-calibration settings from a JSON object of CalibrationSettings fields ('' = the defaults)."""
+    if not text.strip():
+        return CalibrationSettings()
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        values = None
+    if not isinstance(values, dict):
+        raise ValueError(f"{option} must be a JSON object of calibration settings, e.g. '{{\"steps\": 200}}'")
+    return CalibrationSettings.model_validate(values)
+
+
+def calibration_label(overrides: str) -> str:
+    """The file-name suffix of a calibrated run: '-calibrated' and any overridden setting."""
+    values = json.loads(overrides) if overrides.strip() else {}
+    return "-calibrated" + "".join(f"-{key}{values[key]:g}" if isinstance(values[key], float)
+                                   else f"-{key}{values[key]}" for key in sorted(values))
 
 
 def parse_tasks(text: str) -> list[str]:

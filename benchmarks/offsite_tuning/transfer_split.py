@@ -19,6 +19,11 @@ the whole test split:
 Per adapter block: the relative size of each update (||dW|| / ||W||) and the cosine between the two
 updates (flattened over the block's parameters): whether the emulator moves a block the way the
 full model does, after tuning rather than at initialisation (the gradient cosine of `fidelity_probe`).
+With `calibration` set, the emulator's harmonizers are first refined on the task's unlabelled training
+prompts (contexts and choices, never labels: `emulators/task_calibration.py`) and the data owner tunes
+on that calibrated emulator. Emulator-full agreement on the test prompts (share of the same zero-shot
+answer, mean KL over the choices; `evaluation/agreement.py`) is reported for the emulator tuned on,
+and, when calibrating, for the emulator before calibration.
 Every difference against `plug_in` is a paired bootstrap over test items and seeds (`stats`).
 The learning rate is chosen on the validation split (the paper table's rule) unless given.
 """
@@ -51,11 +56,17 @@ from benchmarks.reports.stats import as_matrix, bootstrap_mean, correctness_stri
 from data_owner_client.tuning.local import train_adapter
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.profile import ImportanceProfile
+from model_owner_server.emulators.task_calibration import (
+    CalibrationSettings,
+    calibrate_harmonizers,
+    calibrated_emulator_id,
+)
+from model_owner_server.evaluation.agreement import compare_answers
 from model_owner_server.plug_in import CheckedAdapter, check_adapter, emulator_with_adapter, plug_in
 from shared.adapter_format import block_tensors, save_adapter
-from shared.artifacts import load_emulator
+from shared.artifacts import load_emulator, write_emulator
 from shared.blocks import find_block_stack
-from shared.data_formats import MCExample
+from shared.data_formats import MCExample, Prompt
 from shared.scoring import score_multiple_choice
 from shared.tasks import TaskData
 
@@ -113,7 +124,8 @@ def answer_profile(per_seed: list[list[int]], zero_shot: list[int], n_choices: i
 
 
 def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample], task: str, variant: Variant,
-        budget: Budget, lr: float | None, out_dir: Path, label: str) -> dict[str, Any]:
+        budget: Budget, lr: float | None, out_dir: Path, label: str,
+        calibration: CalibrationSettings | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     for p in base.model.parameters():
         p.requires_grad_(False)
@@ -132,12 +144,15 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
     log(f"{task}: lr {lr:g} ({lr_source}); {len(train)} train, {len(test)} test items")
     cells = {row: Cell.empty() for row in ROWS}
     answers: dict[str, list[list[int]]] = {row: [] for row in ROWS}  # per row, per seed: the chosen position
+    zero_shot_lls: dict[str, list[list[float]]] = {}  # zero-shot rows: per test item, each choice's log-likelihood
 
     def score(row: str, model: PreTrainedModel) -> None:
         scored = score_multiple_choice(model, base.tokenizer, test)
         cells[row].acc.append(scored.acc)
         cells[row].correct.append(correctness_string(scored.correct))
         answers[row].append([p.pred for p in scored.predictions])
+        if row in ZERO_SHOT:
+            zero_shot_lls[row] = [p.loglikelihoods for p in scored.predictions]
 
     score("full_zero_shot", base.model)
     base_state = {k: v.clone() for k, v in block_tensors(base.model.state_dict(), stack_path, blocks).items()}
@@ -146,13 +161,32 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
         "benchmark": "transfer-split", "model": base.name, "task": task, "variant": variant.label,
         "profile_id": profile.meta.profile_id, "adapter_blocks": {"bottom": bottom, "top": top}, "lr": lr,
         "lr_source": lr_source, "n_train": len(train), "n_test": len(test), "seeds": list(budget.seeds),
-        "rows": cells, "updates": updates,
+        "rows": cells, "updates": updates, "calibration": None, "agreement_before_calibration": None,
         "host": {"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__}}
     with tempfile.TemporaryDirectory(prefix="transfer-split-") as tmp:
         workdir = Path(tmp)
         emu_dir, manifest = variant_emulator(base, variant_spec(base, profile, variant), profile, workdir, log)
         emulator, _, _ = load_emulator(emu_dir)
+        if calibration is not None:
+            prompts = [Prompt(e.context, tuple(e.choices)) for e in data.train[: budget.n_train]]  # no labels
+            before = score_multiple_choice(emulator, base.tokenizer, test)
+            result["agreement_before_calibration"] = compare_answers(
+                zero_shot_lls["full_zero_shot"], [p.loglikelihoods for p in before.predictions]).model_dump()
+            record = calibrate_harmonizers(base.model, emulator, manifest.layers, base.tokenizer, prompts, calibration,
+                                           on_progress=lambda _, message: log(message))
+            log(f"calibration: held-out KL {record.check_kl_before:.4f} -> {record.check_kl_after:.4f} "
+                f"({'kept' if record.kept else 'discarded'}) in {record.seconds:.0f} s")
+            result["calibration"] = record.model_dump()
+            calibrated = manifest.model_copy(update={
+                "emulator_id": calibrated_emulator_id(manifest.emulator_id, record.prompts_sha256),
+                "calibration": record})
+            emu_dir = workdir / "emulator-calibrated"
+            manifest = write_emulator(emulator, base.tokenizer, calibrated, emu_dir)
+            emulator, _, _ = load_emulator(emu_dir)
         score("emulator_zero_shot", emulator)
+        result["agreement"] = compare_answers(zero_shot_lls["full_zero_shot"],
+                                              zero_shot_lls["emulator_zero_shot"]).model_dump()
+        log(f"emulator-full agreement on the test prompts: {result['agreement']}")
         for seed in budget.seeds:
             config = tuning_for(budget, lr, seed)
             tuned = tuned_copy(base.model, base.tokenizer, "adapter", blocks, train, config)
@@ -187,6 +221,22 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
     return result
 
 
+def _agreement_lines(result: dict[str, Any]) -> list[str]:
+    """Emulator-full agreement on the test prompts (and before calibration, when the emulator was calibrated)."""
+    agreement = result.get("agreement")
+    if agreement is None:
+        return []
+    lines = [f"Emulator-full agreement on the test prompts (same zero-shot answer; mean KL over the choices): "
+             f"**{100 * agreement['agreement']:.1f}%**, KL {agreement['mean_kl']:.3f}."]
+    record, before = result.get("calibration"), result.get("agreement_before_calibration")
+    if record is not None and before is not None:
+        lines.append(f"Calibrated on {record['n_prompts']} unlabelled training prompts ({record['steps']} steps, lr "
+                     f"{record['lr']:g}, {record['seconds']:.0f} s; held-out KL {record['check_kl_before']:.4f} -> "
+                     f"{record['check_kl_after']:.4f}, {'kept' if record['kept'] else 'discarded'}); before "
+                     f"calibration: {100 * before['agreement']:.1f}%, KL {before['mean_kl']:.3f}.")
+    return [*lines, ""]
+
+
 def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
     out = dict(result)
     out["rows"] = {row: cell.model_dump() for row, cell in result["rows"].items()}
@@ -204,6 +254,7 @@ def markdown(result: dict[str, Any]) -> str:
              "95% bootstrap over test items and seeds, in points.", "",
              f"The plug-in path reproduces the full-model-tuned adapter item by item: "
              f"**{'yes' if result['path_agrees'] else 'NO (defect)'}**.", "",
+             *_agreement_lines(result),
              "Answers: the share of items a row answers as the full model answers zero-shot, and its most "
              "frequent answer (choice position, share of items); both averaged over seeds.", "",
              "| row | accuracy per seed | mean | vs plug-in | same answer as full zero-shot | most frequent answer |",

@@ -81,3 +81,36 @@ def bootstrap_mean(diffs: Sequence[np.ndarray], n_boot: int = N_BOOT, seed: int 
 def correctness_string(correct: Sequence[int] | Sequence[bool]) -> str:
     """Compact JSON form of per-item correctness: '0110...'."""
     return "".join("1" if c else "0" for c in correct)
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean of their positions), 0-based."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=float)
+    ranks[order] = np.arange(len(values), dtype=float)
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Spearman's rank correlation (Pearson on average ranks); 0 when either side is constant."""
+    rx, ry = _ranks(np.asarray(x, dtype=float)), _ranks(np.asarray(y, dtype=float))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = float(np.sqrt((rx**2).sum() * (ry**2).sum()))
+    return float((rx * ry).sum() / denominator) if denominator else 0.0
+
+
+def spearman_interval(x: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT, seed: int = 0,
+                      confidence: float = CONFIDENCE) -> Interval:
+    """Spearman's rho with a percentile bootstrap interval over the (x, y) points (resampled in pairs)."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xs) != len(ys) or len(xs) < 3:
+        raise ValueError(f"need at least 3 paired points, got {len(xs)} and {len(ys)}")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(xs), size=(n_boot, len(xs)))
+    replicates = np.array([spearman(xs[d], ys[d]) for d in draws])
+    tail = (1 - confidence) / 2
+    lo, hi = np.quantile(replicates, [tail, 1 - tail])
+    return Interval(mean=spearman(xs, ys), ci95=(float(lo), float(hi)))

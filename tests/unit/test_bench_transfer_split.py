@@ -78,3 +78,20 @@ def test_halves_come_from_the_right_adapters_and_the_plug_in_path_agrees(
     written = json.loads((tmp_path / "transfer-split-tiny.json").read_text())
     assert written["rows"]["plug_in"]["acc"] == rows["plug_in"].acc and "plug_in" not in written["vs_plug_in"]
     assert "item by item: **yes**" in (tmp_path / "transfer-split-tiny.md").read_text()
+
+
+def test_a_calibrated_run_reports_agreement_before_and_after(tmp_path: Path) -> None:
+    from model_owner_server.emulators.task_calibration import CalibrationSettings
+
+    base, profile = tiny_profile()
+    settings = CalibrationSettings(steps=3, batch_size=2, max_len=64)
+    result = transfer_split.run(base, profile, toy_task(), "toy", Variant("scaleot", 0.0, 0.5),
+                                toy_budget(seeds=(0,)), 1e-2, tmp_path, "tiny-calibrated", calibration=settings)
+    record = result["calibration"]
+    assert record is not None and record["steps"] == 3 and len(record["curve"]) == 3
+    for key in ("agreement", "agreement_before_calibration"):
+        assert 0 <= result[key]["agreement"] <= 1 and result[key]["mean_kl"] >= 0
+        assert result[key]["n_items"] == len(result["rows"]["full_zero_shot"].correct[0])
+    text = (tmp_path / "transfer-split-tiny-calibrated.md").read_text()
+    assert "Emulator-full agreement on the test prompts" in text and "before calibration" in text
+    assert result["path_agrees"] is True
