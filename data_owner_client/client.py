@@ -28,6 +28,7 @@ from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS
 from shared.api import (
     AdapterList,
     AdapterOut,
+    AgreementOut,
     DialRecommendation,
     EmulatorList,
     EmulatorOut,
@@ -196,6 +197,20 @@ class ScaleOTClient:
     def wait_evaluation(self, evaluation_id: str, poll: float = 2.0, timeout: float | None = None,
                         on_status: Callable[[EvaluationOut], None] | None = None) -> EvaluationOut:
         return self._wait(lambda: self.evaluation(evaluation_id), poll, timeout, on_status)
+
+    def check_agreement(self, emulator_id: str, prompts: Path) -> AgreementOut:
+        """Upload unlabelled prompts (JSONL of {"context", "choices"}) for an agreement check of the emulator."""
+        with prompts.open("rb") as f:
+            return self.post(f"/v1/emulators/{quote(emulator_id, safe='')}/agreement", AgreementOut,
+                             files=[("file", (prompts.name, f, "application/jsonl"))],
+                             timeout=httpx.Timeout(30.0, read=600.0, write=600.0))
+
+    def agreement(self, check_id: str) -> AgreementOut:
+        return self.get(f"/v1/agreements/{quote(check_id, safe='')}", AgreementOut)
+
+    def wait_agreement(self, check_id: str, poll: float = 2.0, timeout: float | None = None,
+                       on_status: Callable[[AgreementOut], None] | None = None) -> AgreementOut:
+        return self._wait(lambda: self.agreement(check_id), poll, timeout, on_status)
 
     def generate(self, adapter_id: str, prompt: str, max_new_tokens: int = 32, temperature: float = 0.0,
                  chat: bool = False) -> GenerateOut:

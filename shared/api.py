@@ -182,6 +182,35 @@ class EvaluationList(BaseModel):
     items: list[EvaluationOut]
 
 
+class AgreementResult(BaseModel):
+    """Aggregates over the data owner's prompts only: never the full model's answer to any one prompt."""
+
+    n_items: int = Field(description="prompts with at least two choices that were compared")
+    agreement: float = Field(ge=0, le=1, description="share of prompts the emulator answers (zero-shot, most likely "
+                             "choice) as the full model does")
+    mean_kl: float = Field(ge=0, description="mean KL(full || emulator) of the answer distributions over the choices")
+    threshold: float = Field(description="agreement at or above which adapters tuned on this emulator are likely to "
+                             "transfer (measured: results/agreement-smollm2-135m.json)")
+    likely_to_transfer: bool
+    verdict: str
+
+
+class AgreementOut(BaseModel):
+    id: str
+    emulator_id: str
+    n_prompts: int = Field(description="rows of the uploaded prompt set")
+    state: JobState = Field(description="queued | running | succeeded | failed | cancelled (= status.state)")
+    progress: float = Field(0.0, description="0..1 (= status.progress)")
+    error: str | None = Field(None, description="why it failed (= status.error)")
+    status: JobStatus
+    result: AgreementResult | None = None
+    created_at: float
+
+
+class AgreementList(BaseModel):
+    items: list[AgreementOut]
+
+
 class TaskInfo(BaseModel):
     name: str
     kind: str

@@ -1,4 +1,4 @@
-"""`scaleot emulators recommend|request|status|list|download`."""
+"""`scaleot emulators recommend|request|status|list|download|check`."""
 
 from __future__ import annotations
 
@@ -141,3 +141,36 @@ def download(
     emit(as_json, {"emulator_id": emulator_id, "path": str(result.path), "verified": True,
                    "resumed": result.resumed, "downloaded_bytes": result.downloaded},
          lambda: out.print(f"{emulator_id} downloaded and verified in {result.path}{note}"))
+
+
+@app.command("check")
+def check(
+    emulator_id: str,
+    data: Annotated[Path, typer.Option("--data", help='unlabelled prompts: JSONL rows {"context": str, '
+                                       '"choices": [str, ...]} (no label, no target)')],
+    wait: Annotated[bool, typer.Option(help="wait for the verdict (--no-wait: print the check id)")] = True,
+    url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Before tuning: does this emulator answer prompts like yours as the full model does? Prints the agreement,
+    the mean KL and whether adapters tuned on it are likely to transfer (only aggregates come back)."""
+    if not data.is_file():
+        err.print(f"--data: no such file {data}")
+        raise typer.Exit(2)
+    with connect(url, api_key, profile) as client:
+        result = client.check_agreement(emulator_id, data)
+        if wait:
+            result = wait_with_progress(f"checking {emulator_id}",
+                                        lambda show: client.wait_agreement(result.id, on_status=show))
+
+    def human() -> None:
+        r = result.result
+        if r is None:
+            s = result.status
+            error = f" error: {s.error}" if s.error else ""
+            out.print(f"{result.id}: {s.state} {100 * s.progress:.0f}%{error}")
+            return
+        out.print(f"agreement {100 * r.agreement:.1f}% on {r.n_items} prompts, mean KL {r.mean_kl:.3f}: {r.verdict}")
+
+    emit(as_json, result, human)
+    if result.status.state in (JobState.failed, JobState.cancelled):
+        raise typer.Exit(1)

@@ -17,7 +17,17 @@ from fastapi.responses import JSONResponse
 
 from model_owner_server.app.api import openapi
 from model_owner_server.app.api.guard import RequestGuard
-from model_owner_server.app.api.routes import adapters, emulators, evaluations, files, generate, health, models, owners
+from model_owner_server.app.api.routes import (
+    adapters,
+    agreements,
+    emulators,
+    evaluations,
+    files,
+    generate,
+    health,
+    models,
+    owners,
+)
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.errors import Conflict, NotFound, ServiceError, Unprocessable
 from model_owner_server.db.migrate import upgrade
@@ -73,8 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(Exception, unexpected_error)
-    for module in (health, models, owners, emulators, files, adapters, generate, evaluations):
+    for module in (health, models, owners, emulators, files, adapters, generate, evaluations, agreements):
         app.include_router(module.router)
+    app.include_router(agreements.emulator_router)
     app.add_middleware(RequestGuard, state=state)  # authentication and body caps before any route runs
     openapi.install(app)
     return app

@@ -25,6 +25,7 @@ def now() -> float:
 class JobKind(StrEnum):
     emulator_build = "emulator_build"
     evaluation = "evaluation"
+    agreement_check = "agreement_check"
 
 
 class Owner(SQLModel, table=True):
@@ -100,6 +101,21 @@ class Evaluation(SQLModel, table=True):
     task: str = Field(max_length=200)
     source: str = Field(default="builtin", max_length=16)  # builtin | upload
     example_limit: int | None = None
+    job_id: str | None = Field(default=None, foreign_key="job.id", max_length=40)
+    result_json: str | None = None
+    created_at: float = Field(default_factory=now)
+
+
+class AgreementCheck(SQLModel, table=True):
+    """A data owner's agreement check: how often an emulator answers its unlabelled prompts as the full model does."""
+
+    __tablename__ = "agreement_check"
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner_id: str | None = Field(default=None, foreign_key="owner.id", index=True, max_length=40)
+    emulator_id: str = Field(foreign_key="emulator.id", index=True, max_length=40)
+    n_prompts: int = 0
+    prompts_sha256: str = Field(max_length=64)
     job_id: str | None = Field(default=None, foreign_key="job.id", max_length=40)
     result_json: str | None = None
     created_at: float = Field(default_factory=now)

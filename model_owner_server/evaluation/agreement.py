@@ -11,7 +11,7 @@ perplexity and the initial gradient cosine did not (docs/method-notes.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -49,10 +49,11 @@ def compare_answers(full: Sequence[Sequence[float]], emulator: Sequence[Sequence
 
 
 def choice_loglikelihoods(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt],
-                          batch_size: int = 16) -> list[list[float]]:
+                          batch_size: int = 16, progress: Callable[[int, int], None] | None = None
+                          ) -> list[list[float]]:
     """Per prompt with choices: the summed log-likelihood of each choice after the context."""
     requests = [continuation_pair(p.context, c) for p in prompts for c in p.choices]
-    flat = loglikelihoods(model, tokenizer, requests, batch_size)
+    flat = loglikelihoods(model, tokenizer, requests, batch_size, progress)
     out, offset = [], 0
     for p in prompts:
         out.append(flat[offset : offset + len(p.choices)])
@@ -61,10 +62,35 @@ def choice_loglikelihoods(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
 
 
 def measure_agreement(full: PreTrainedModel, emulator: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                      prompts: Sequence[Prompt], batch_size: int = 16) -> AgreementReport:
-    """Agreement of `emulator` with `full` on the prompts that have at least two choices."""
+                      prompts: Sequence[Prompt], batch_size: int = 16,
+                      progress: Callable[[float], None] | None = None) -> AgreementReport:
+    """Agreement of `emulator` with `full` on the prompts that have at least two choices; `progress` hears
+    the fraction done (and may raise to stop)."""
     scored = [p for p in prompts if len(p.choices) >= 2]
     if not scored:
         raise ValueError("an agreement check needs prompts with at least two choices each")
-    return compare_answers(choice_loglikelihoods(full, tokenizer, scored, batch_size),
-                           choice_loglikelihoods(emulator, tokenizer, scored, batch_size))
+
+    def half(offset: float) -> Callable[[int, int], None] | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(offset + 0.5 * done / max(total, 1))
+
+    return compare_answers(choice_loglikelihoods(full, tokenizer, scored, batch_size, half(0.0)),
+                           choice_loglikelihoods(emulator, tokenizer, scored, batch_size, half(0.5)))
+
+
+# Agreement at or above which emulator-tuned adapters transferred (utility gap <= 5 points) on the measured
+# emulators and tasks: `threshold.agreement` of results/agreement-smollm2-135m.json (`scaleot-bench agreement`).
+TRANSFER_THRESHOLD = 0.5
+
+
+def verdict(report: AgreementReport, threshold: float = TRANSFER_THRESHOLD) -> tuple[bool, str]:
+    """(likely to transfer, a sentence for the data owner)."""
+    likely = report.agreement >= threshold
+    share = f"{100 * report.agreement:.0f}% of {report.n_items} prompts answered as the full model answers"
+    if likely:
+        return True, (f"adapters tuned on this emulator are likely to transfer for prompts like these ({share}; "
+                      f"threshold {100 * threshold:.0f}%)")
+    return False, (f"adapters tuned on this emulator are unlikely to transfer for prompts like these ({share}; "
+                   f"threshold {100 * threshold:.0f}%): ask for a milder emulator (lower alpha or beta) and check "
+                   "again")

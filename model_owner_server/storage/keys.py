@@ -3,6 +3,7 @@
     emulators/<emulator id>/<file>        an emulator artifact (manifest.json, weights, tokenizer, ...)
     adapters/<adapter id>/<file>          an uploaded adapter
     evaluations/<evaluation id>/data.jsonl  a data owner's uploaded evaluation items
+    agreements/<check id>/prompts.jsonl   a data owner's unlabelled prompts for an agreement check
 """
 
 from __future__ import annotations
@@ -28,3 +29,11 @@ def evaluation_prefix(evaluation_id: str) -> str:
 
 def evaluation_data(evaluation_id: str) -> str:
     return f"{evaluation_prefix(evaluation_id)}/{UPLOADED_DATA}"
+
+
+def agreement_prefix(check_id: str) -> str:
+    return f"agreements/{check_id}"
+
+
+def agreement_prompts(check_id: str) -> str:
+    return f"{agreement_prefix(check_id)}/prompts.jsonl"

@@ -74,6 +74,20 @@ def test_data_owner_workflow_through_the_cli(server: Server, env: dict[str, str]
     assert again["id"] == emulator_id  # idempotent
     assert [e["id"] for e in scaleot_json(env, "emulators", "list")] == [emulator_id]
 
+    # before tuning: the agreement check on unlabelled prompts (aggregates and a verdict only)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"context": f"Q{i}: the sky is", "choices": [" blue", " green"]}) + "\n"
+                               for i in range(6)))
+    checked = scaleot_json(env, "emulators", "check", emulator_id, "--data", str(prompts))
+    assert checked["state"] == "succeeded" and checked["result"]["n_items"] == 6, checked
+    assert "transfer for prompts like these" in checked["result"]["verdict"]
+    human = run(CLIENT_CLI, env, "emulators", "check", emulator_id, "--data", str(prompts))
+    assert "agreement" in human.stdout and "mean KL" in human.stdout
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text(json.dumps({"context": "Q", "choices": ["a", "b"], "label": 0}) + "\n")
+    refused = run(CLIENT_CLI, env, "emulators", "check", emulator_id, "--data", str(labelled), ok=False)
+    assert refused.returncode != 0 and "label" in refused.stderr and "Traceback" not in refused.stderr
+
     # an interrupted download: stop after the first chunk of the weights file
     out = tmp_path / "emulator"
     original_chunk = download_module.CHUNK

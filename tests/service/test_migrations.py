@@ -22,8 +22,8 @@ def test_fresh_database_is_migrated_and_matches_the_models(tmp_path: Path) -> No
     url = make_settings(tmp_path).db_url  # Postgres when the test run has one (.ci/run), else SQLite
     engine = make_engine(url)
     assert current_revision(engine) is None
-    assert upgrade(engine) == head_revision() == "0001"
-    assert upgrade(engine) == "0001"  # idempotent: a second process finds it done
+    assert upgrade(engine) == head_revision() == "0002"
+    assert upgrade(engine) == "0002"  # idempotent: a second process finds it done
     with engine.connect() as connection:
         if is_sqlite(url):
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -32,8 +32,8 @@ def test_fresh_database_is_migrated_and_matches_the_models(tmp_path: Path) -> No
     with engine.begin() as connection:
         command.downgrade(alembic_config(connection), "base")
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
-    assert upgrade(engine) == "0001"
-    assert {"owner", "api_key", "job", "emulator", "emulator_grant", "adapter", "evaluation"} <= set(
+    assert upgrade(engine) == "0002"
+    assert {"owner", "api_key", "job", "emulator", "emulator_grant", "adapter", "evaluation", "agreement_check"} <= set(
         inspect(engine).get_table_names())
 
 
@@ -43,7 +43,7 @@ def test_processes_starting_at_once_upgrade_a_fresh_database_once(tmp_path: Path
     engines = [make_engine(url) for _ in range(6)]
     with ThreadPoolExecutor(6) as pool:
         revisions = list(pool.map(upgrade, engines))
-    assert revisions == ["0001"] * 6
+    assert revisions == ["0002"] * 6
     with engines[0].connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
     for engine in engines:

@@ -11,9 +11,9 @@ from sqlmodel import Session, col, select
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.services.errors import NotFound
-from model_owner_server.db.models import Adapter, Emulator, EmulatorGrant, Evaluation, Job
+from model_owner_server.db.models import Adapter, AgreementCheck, Emulator, EmulatorGrant, Evaluation, Job
 
-T = TypeVar("T", Emulator, Adapter, Evaluation)
+T = TypeVar("T", Emulator, Adapter, Evaluation, AgreementCheck)
 
 
 # the shape of every id the service hands out (`emu-<hex>`, `ada-<hex>`, ...); anything else cannot exist,
@@ -72,4 +72,11 @@ def visible_evaluation(session: Session, principal: Principal, evaluation_id: st
     row = _lookup(session, Evaluation, "evaluation", evaluation_id)
     if not (principal.is_admin or row.owner_id == principal.owner_id):
         raise not_found("evaluation", evaluation_id)
+    return row
+
+
+def visible_agreement(session: Session, principal: Principal, check_id: str) -> AgreementCheck:
+    row = _lookup(session, AgreementCheck, "agreement check", check_id)
+    if not (principal.is_admin or row.owner_id == principal.owner_id):
+        raise not_found("agreement check", check_id)
     return row

@@ -7,11 +7,11 @@ from functools import lru_cache
 
 from sqlmodel import Session
 
-from model_owner_server.db.models import Adapter, Emulator, Evaluation, Job, JobState
+from model_owner_server.db.models import Adapter, AgreementCheck, Emulator, Evaluation, Job, JobState
 from model_owner_server.evaluation.matrix import EvaluationMatrix
 from model_owner_server.storage.base import ArtifactStore
 from model_owner_server.storage.keys import emulator_file
-from shared.api import AdapterOut, EmulatorFile, EmulatorOut, EvaluationOut, JobStatus
+from shared.api import AdapterOut, AgreementOut, AgreementResult, EmulatorFile, EmulatorOut, EvaluationOut, JobStatus
 from shared.manifest import MANIFEST_NAME, EmulatorManifest, FileEntry
 
 
@@ -60,3 +60,11 @@ def evaluation_out(session: Session, row: Evaluation) -> EvaluationOut:
     return EvaluationOut(id=row.id, adapter_id=row.adapter_id, task=row.task, source=row.source,
                          limit=row.example_limit, state=status.state, progress=status.progress, error=status.error,
                          status=status, result=result, created_at=row.created_at)
+
+
+def agreement_out(session: Session, row: AgreementCheck) -> AgreementOut:
+    result = AgreementResult.model_validate_json(row.result_json) if row.result_json else None
+    status = job_status(session, row.job_id)
+    return AgreementOut(id=row.id, emulator_id=row.emulator_id, n_prompts=row.n_prompts, state=status.state,
+                        progress=status.progress, error=status.error, status=status, result=result,
+                        created_at=row.created_at)

@@ -1,0 +1,68 @@
+"""Agreement checks: a data owner uploads unlabelled prompts for an emulator it may see; the worker scores
+them on the emulator and the full model and stores only the aggregates (agreement, mean KL, verdict).
+The prompt file is checked row by row before anything is stored (422 naming each bad line: a label or
+target, a missing context, too many rows, a row too long)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import Session
+
+from model_owner_server.app.core.security import Principal
+from model_owner_server.app.core.state import AppState
+from model_owner_server.app.services.access import visible_emulator_and_job
+from model_owner_server.app.services.errors import Conflict, Unprocessable
+from model_owner_server.db.models import AgreementCheck, JobKind, JobState
+from model_owner_server.emulators.task_calibration import prompt_set_sha256
+from model_owner_server.jobs import queue
+from model_owner_server.storage.keys import agreement_prompts
+from shared.data_formats import DataFormatError, Prompt, load_prompt_jsonl
+
+
+def check_fields(fields: dict[str, str], file_parts: int) -> None:
+    problems = [f"unexpected field {name!r}; send only the file part" for name in sorted(fields)]
+    if file_parts != 1:
+        problems.append(f"exactly one 'file' part (prompt JSONL) is needed, got {file_parts}")
+    if problems:
+        raise Unprocessable({"message": "invalid multipart agreement request", "problems": problems})
+
+
+def read_prompts(path: Path, filename: str) -> list[Prompt]:
+    """Every row checked (422 naming each bad line); at least one prompt with two or more choices."""
+    try:
+        prompts = load_prompt_jsonl(path)
+    except DataFormatError as exc:
+        problems = [p.replace(str(path), filename) for p in exc.problems]
+        raise Unprocessable({"message": f"{filename}: {len(problems)} problem(s) in the prompt JSONL",
+                             "problems": problems}) from exc
+    if not any(len(p.choices) >= 2 for p in prompts):
+        raise Unprocessable(f"{filename}: no row has 'choices'; an agreement check compares the answers to "
+                            "multiple-choice prompts: give each row at least two choices")
+    return prompts
+
+
+def create_check(session: Session, state: AppState, principal: Principal, emulator_id: str,
+                 prompts: list[Prompt], data: Path) -> AgreementCheck:
+    emulator, job = visible_emulator_and_job(session, principal, emulator_id)
+    if emulator.manifest_json is None or job is None or job.state != JobState.succeeded:
+        raise Conflict(f"emulator {emulator_id} is not built yet; check agreement once its build has succeeded")
+    check_job = queue.enqueue(session, JobKind.agreement_check, "pending", state.settings.max_attempts)
+    row = AgreementCheck(id=queue.new_id("agr"), owner_id=principal.owner_id, emulator_id=emulator.id,
+                         n_prompts=len(prompts), prompts_sha256=prompt_set_sha256(prompts), job_id=check_job.id)
+    check_job.subject_id = row.id
+    state.store.put_file(agreement_prompts(row.id), data)
+    session.add(check_job)
+    session.flush()
+    session.add(row)
+    session.commit()
+    return row
+
+
+def cancel_check(state: AppState, row: AgreementCheck) -> None:
+    if row.job_id is None:
+        raise Conflict("nothing to cancel")
+    try:
+        queue.request_cancel(state.engine, row.job_id)
+    except ValueError as exc:
+        raise Conflict(str(exc)) from exc
