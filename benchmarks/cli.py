@@ -473,6 +473,8 @@ def bench_agreement(
         help="comma-separated paper-table / frontier-raw JSONs whose utility gaps are explained (default: the "
              "committed ones)")] = None,
     n_test: Annotated[int | None, typer.Option(help="test prompts per task (default: the whole split)")] = None,
+    distilled: Annotated[bool, typer.Option(help="also the OT-KD rows (distilling their emulator takes over an "
+                                                 "hour on 2 cores)")] = False,
     out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
 ) -> None:
     """Emulator-full agreement on each measured (task, emulator) against its utility gap: rank correlations
@@ -493,7 +495,7 @@ def bench_agreement(
     base = base_models.load_base_model(model)
     profile = stage1_with_progress(base, stage1_config("", 2, 2))
     label = Path(model).name + ("" if n_test is None else f"-n{n_test}")
-    study = agreement_study.run(base, profile, paths, out, label, n_test=n_test)
+    study = agreement_study.run(base, profile, paths, out, label, n_test=n_test, distilled=distilled)
     typer.echo(agreement_study.markdown(study))
 
 

@@ -74,6 +74,7 @@ class AgreementStudy(BaseModel):
     profile_id: str
     dtype: str
     n_test: int | None
+    distilled: bool  # whether the OT-KD rows were measured
     sources: list[str]
     points: list[StudyPoint]
     correlations: dict[str, Interval]  # metric -> Spearman rho with the utility gap
@@ -82,15 +83,17 @@ class AgreementStudy(BaseModel):
     host: dict[str, Any]
 
 
-def study_points(sources: list[Path]) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
-    """(source, task, variant summary, task interval) for every measured (task, variant) of the files."""
+def study_points(sources: list[Path], distilled: bool = True) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(source, task, variant summary, task interval) for every measured (task, variant) of the files; without
+    `distilled`, the OT-KD rows are left out (their emulator takes over an hour to distil on 2 cores)."""
     out = []
     for path in sources:
         data = json.loads(path.read_text())
         by_label = {row["variant"]: row for row in data["summary"]}
         for task, variants in data["task_intervals"].items():
             for label, intervals in variants.items():
-                if "utility_gap" in intervals and label in by_label:
+                if "utility_gap" in intervals and label in by_label and (distilled or
+                                                                          by_label[label]["method"] != "ot-kd"):
                     out.append((str(path), task, by_label[label], intervals))
     return out
 
@@ -111,44 +114,59 @@ def best_threshold(points: list[StudyPoint], transfers_below: float) -> Threshol
 
 
 def run(base: LoadedBase, profile: ImportanceProfile, sources: list[Path], out_dir: Path, label: str,
-        n_test: int | None = None, transfers_below: float = TRANSFERS_BELOW) -> AgreementStudy:
+        n_test: int | None = None, transfers_below: float = TRANSFERS_BELOW, distilled: bool = False) -> AgreementStudy:
     started = time.perf_counter()
     state_path = out_dir / f".agreement-{label}.state.json"
     done: dict[str, dict[str, Any]] = json.loads(state_path.read_text()) if state_path.exists() else {}
     full_lls: dict[str, list[list[float]]] = {}
     points: list[StudyPoint] = []
-    todo = study_points(sources)
+    todo = study_points(sources, distilled)
     for path in sources:
         recorded = json.loads(path.read_text()).get("profile_id")
         if recorded != profile.meta.profile_id:
             log(f"note: {path} was measured with profile {recorded}, this run uses {profile.meta.profile_id}")
+    prompts_of: dict[str, list[Prompt]] = {}
+
+    def prompts_for(task: str) -> list[Prompt]:
+        if task not in prompts_of:
+            test = load_mc_task(task).test
+            test = test if n_test is None else test[:n_test]
+            prompts_of[task] = [Prompt(e.context, tuple(e.choices)) for e in test]
+        return prompts_of[task]
+
+    # an emulator depends on the variant, not the task: build each once and score every task it was measured on
+    by_variant: dict[tuple[str, float, float], list[tuple[str, str, dict[str, Any], dict[str, Any]]]] = {}
+    for item in todo:
+        summary = item[2]
+        by_variant.setdefault((summary["method"], summary["alpha"], summary["beta"]), []).append(item)
     with tempfile.TemporaryDirectory(prefix="agreement-") as tmp:
-        for n, (source, task, summary, intervals) in enumerate(todo):
-            key = f"{source}|{task}|{summary['variant']}"
-            if key not in done:
-                test = load_mc_task(task).test
-                test = test if n_test is None else test[:n_test]
-                prompts = [Prompt(e.context, tuple(e.choices)) for e in test]
+        for n, ((method, alpha, beta), items) in enumerate(by_variant.items()):
+            missing = [i for i in items if f"{i[0]}|{i[1]}|{i[2]['variant']}" not in done]
+            if not missing:
+                continue
+            variant = Variant(method, beta, alpha)
+            emu_dir, _ = variant_emulator(base, variant_spec(base, profile, variant), profile, Path(tmp) / f"v{n}", log)
+            emulator, _, _ = load_emulator(emu_dir)
+            for source, task, summary, intervals in missing:
+                prompts = prompts_for(task)
                 if task not in full_lls:
                     log(f"{task}: full model zero-shot on {len(prompts)} test prompts")
                     full_lls[task] = choice_loglikelihoods(base.model, base.tokenizer, prompts)
-                variant = Variant(summary["method"], summary["beta"], summary["alpha"])
-                workdir = Path(tmp) / f"point{n}"
-                emu_dir, _ = variant_emulator(base, variant_spec(base, profile, variant), profile, workdir, log)
-                emulator, _, _ = load_emulator(emu_dir)
                 report = compare_answers(full_lls[task], choice_loglikelihoods(emulator, base.tokenizer, prompts))
-                del emulator
-                done[key] = {"n_items": report.n_items, "agreement": report.agreement, "mean_kl": report.mean_kl}
+                done[f"{source}|{task}|{summary['variant']}"] = {"n_items": report.n_items,
+                                                                 "agreement": report.agreement,
+                                                                 "mean_kl": report.mean_kl}
                 out_dir.mkdir(parents=True, exist_ok=True)
                 state_path.write_text(json.dumps(done))
-                log(f"[{n + 1}/{len(todo)}] {task} {summary['variant']}: agreement {report.agreement:.3f}, "
-                    f"KL {report.mean_kl:.3f}, utility gap {intervals['utility_gap']['mean']:+.1f}")
-            measured = done[key]
-            points.append(StudyPoint(
-                source=source, task=task, variant=summary["variant"], method=summary["method"],
-                alpha=summary["alpha"], beta=summary["beta"], utility_gap=Interval(**intervals["utility_gap"]),
-                privacy_gap=Interval(**intervals["privacy_gap"]), emulator_ppl=summary.get("emulator_ppl"),
-                **measured))
+                log(f"{task} {summary['variant']}: agreement {report.agreement:.3f}, KL {report.mean_kl:.3f}, "
+                    f"utility gap {intervals['utility_gap']['mean']:+.1f}")
+            del emulator
+    for source, task, summary, intervals in todo:
+        measured = done[f"{source}|{task}|{summary['variant']}"]
+        points.append(StudyPoint(
+            source=source, task=task, variant=summary["variant"], method=summary["method"], alpha=summary["alpha"],
+            beta=summary["beta"], utility_gap=Interval(**intervals["utility_gap"]),
+            privacy_gap=Interval(**intervals["privacy_gap"]), emulator_ppl=summary.get("emulator_ppl"), **measured))
     gaps = [p.utility_gap.mean for p in points]
     correlations = {"agreement": spearman_interval([p.agreement for p in points], gaps),
                     "mean_kl": spearman_interval([p.mean_kl for p in points], gaps)}
@@ -159,6 +177,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, sources: list[Path], out_d
     study = AgreementStudy(
         model=base.name, model_note="SmolLM2-135M-Instruct dequantised from a Q4_1 GGUF file",
         profile_id=profile.meta.profile_id, dtype=dtype_name(model_dtype(base.model)), n_test=n_test,
+        distilled=distilled,
         sources=[str(s) for s in sources], points=points, correlations=correlations,
         threshold=best_threshold(points, transfers_below), seconds=round(time.perf_counter() - started, 1),
         host={"machine": platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__})
@@ -171,7 +190,9 @@ def markdown(study: AgreementStudy) -> str:
     lines = [f"# Emulator-full agreement against the utility gap ({study.model})", "",
              f"{study.model_note}; profile `{study.profile_id}`, {study.dtype}. Agreement and KL on the test prompts "
              f"({'all' if study.n_test is None else f'the first {study.n_test}'} of each task; labels unused); "
-             "utility gaps from the committed results: " + ", ".join(f"`{s}`" for s in study.sources) + ".", "",
+             "utility gaps from the committed results: " + ", ".join(f"`{s}`" for s in study.sources)
+             + ("." if study.distilled else " (OT-KD rows left out: `--distilled` measures them).")
+             + " Base model: " + study.model_note + ".", "",
              "Spearman's rho with the utility gap across all points (95% bootstrap over points; points of one task "
              "share its test items, so the interval is optimistic):", "",
              "| metric | rho | 95% CI | points |", "|---|---|---|---|"]

@@ -31,7 +31,7 @@ TASKS = ("bbc_news",)
 TARGETS = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)  # wanted privacy gaps the result lists a recommendation for
 POINT_KEYS = ("variant", "method", "alpha", "beta", "privacy_gap", "utility_gap", "utility_gap_full_parameter",
               "plug_in_vs_uniform", "plug_in", "emulator_fine_tuned", "emulator_zero_shot", "upper_bound",
-              "emulator_ppl", "kd_error", "grad_cosine", "n_tasks", "tasks")
+              "emulator_ppl", "kd_error", "agreement", "answer_kl", "grad_cosine", "n_tasks", "tasks")
 
 _TUNING = TuningConfig(epochs=1, lr=3e-4, batch_size=8, max_len=192)
 # one seed per point (the grid is the replication); the whole test split

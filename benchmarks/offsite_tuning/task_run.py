@@ -27,12 +27,13 @@ from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.emulators.spec import EmulatorSpec
+from model_owner_server.evaluation.agreement import choice_loglikelihoods, compare_answers
 from model_owner_server.evaluation.matrix import Score, score_model
 from model_owner_server.evaluation.run import evaluate_adapter
 from model_owner_server.plug_in import check_adapter
 from shared.artifacts import ArtifactError, load_emulator, verify_emulator
 from shared.cache import cache_dir
-from shared.data_formats import MCExample, TrainExample
+from shared.data_formats import MCExample, Prompt, TrainExample
 from shared.manifest import EmulatorManifest, EmulatorOptions
 from shared.tasks import TaskData, as_training_examples
 
@@ -157,13 +158,20 @@ def expected_emulator_id(base: LoadedBase, profile: ImportanceProfile, variant: 
 
 def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant, train: list[TrainExample],
                  test: list[MCExample], budget: Budget, lr: float, known: dict[str, Score], upper: list[Score],
-                 workdir: Path, task: str, log: Log) -> VariantRow:
+                 workdir: Path, task: str, log: Log, full_lls: list[list[float]] | None = None) -> VariantRow:
     started = time.perf_counter()
     spec = variant_spec(base, profile, variant)
     variant_dir = workdir / f"{variant.method}-{variant.alpha:g}-{variant.beta:g}"
     emu_dir, manifest = variant_emulator(base, spec, profile, variant_dir, log)
     emulator, _, _ = load_emulator(emu_dir)
     fidelity = measure_fidelity(base, emulator, manifest, train, budget.fidelity_batches)
+    # emulator-full agreement on the test prompts (their labels unused): the transfer predictor
+    prompts = [Prompt(e.context, tuple(e.choices)) for e in test]
+    if full_lls is None:
+        full_lls = choice_loglikelihoods(base.model, base.tokenizer, prompts)
+    agreement = compare_answers(full_lls, choice_loglikelihoods(emulator, base.tokenizer, prompts))
+    fidelity = {**(fidelity or {}), "agreement": agreement.agreement, "answer_kl": agreement.mean_kl}
+    log(f"{variant.label}: emulator-full agreement {agreement.agreement:.3f}, answer KL {agreement.mean_kl:.3f}")
     row = VariantRow(variant=variant.label, method=variant.method, alpha=variant.alpha, beta=variant.beta,
                      emulator_id=manifest.emulator_id, fidelity=fidelity, emulator_zero_shot=Cell.empty(),
                      emulator_fine_tuned=Cell.empty(), plug_in=Cell.empty())
@@ -226,9 +234,10 @@ def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExam
                         validation_majority=majority_share(validation))
     if save_partial is not None:
         save_partial(result)
+    full_lls = choice_loglikelihoods(base.model, base.tokenizer, [Prompt(e.context, tuple(e.choices)) for e in test])
     for v in variants:
         row = _variant_row(base, profile, v, train, test, budget, lrs["adapter"].lr, {"full_zero_shot": full_zero},
-                           upper_scores, workdir / task, task, log)
+                           upper_scores, workdir / task, task, log, full_lls)
         result.rows.append(row)
         result.seconds += row.seconds
         if save_partial is not None:

@@ -23,13 +23,13 @@ def markdown(result: dict[str, Any]) -> str:
              "gaps in points (mean over tasks) with paired 95% bootstrap CIs; * = CI excludes 0; "
              "P = on the ScaleOT Pareto front.", "",
              "| method | alpha | beta | privacy gap | utility gap | plug-in | emulator fine-tuned | "
-             "plug-in vs uniform | emulator ppl |", "|---|---|---|---|---|---|---|---|---|"]
+             "plug-in vs uniform | emulator ppl | agreement |", "|---|---|---|---|---|---|---|---|---|---|"]
     front = set(result["pareto_scaleot"])
     for p in result["points"]:
         mark = " P" if p["variant"] in front else ""
         cells = [f"{p['method']}{mark}", f"{p['alpha']:g}", f"{p['beta']:g}", format_ci(p["privacy_gap"]),
                  format_ci(p["utility_gap"]), f"{p['plug_in']['mean']:.1f}", f"{p['emulator_fine_tuned']['mean']:.1f}",
-                 format_ci(p["plug_in_vs_uniform"]), format_num(p["emulator_ppl"])]
+                 format_ci(p["plug_in_vs_uniform"]), format_num(p["emulator_ppl"]), _share(p.get("agreement"))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Recommendation", "", RULE, "",
               "| wanted privacy gap | alpha | beta | privacy gap | utility gap |", "|---|---|---|---|---|"]
@@ -69,3 +69,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
         front.sort(key=lambda p: p["privacy_gap"]["mean"])
         ax.plot([p["privacy_gap"]["mean"] for p in front], [p["utility_gap"]["mean"] for p in front], ":k",
                 linewidth=1, label="ScaleOT Pareto front")
+
+
+def _share(value: float | None) -> str:
+    """Emulator-full agreement as a percentage ('-' for results measured before it was recorded)."""
+    return "-" if value is None else f"{100 * value:.0f}%"

@@ -45,8 +45,8 @@ def _cosines(cosines: dict[str, float] | None) -> str:
 def _summary_table(result: dict[str, Any]) -> list[str]:
     lines = ["## Summary (mean over tasks; gaps in points with paired 95% bootstrap CIs; * = CI excludes 0)", "",
              "| variant | plug-in | emulator fine-tuned | privacy gap | utility gap (adapter-only on full) | "
-             "utility gap (full-parameter) | plug-in vs uniform | emulator ppl | KD error | grad cosine per block |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "utility gap (full-parameter) | plug-in vs uniform | emulator ppl | KD error | agreement | "
+             "grad cosine per block |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     n_tasks = len(result["tasks"])
     for s in result["summary"]:
         # a variant added to a run midway has not reached every task yet: its means are over fewer tasks
@@ -56,7 +56,7 @@ def _summary_table(result: dict[str, Any]) -> list[str]:
         cells = [name, f"{s['plug_in']['mean']:.1f}", f"{s['emulator_fine_tuned']['mean']:.1f}",
                  format_ci(s["privacy_gap"]), format_ci(s["utility_gap"]), format_ci(s["utility_gap_full_parameter"]),
                  format_ci(s["plug_in_vs_uniform"]), format_num(s["emulator_ppl"]), format_num(s["kd_error"], 3),
-                 _cosines(s["grad_cosine"])]
+                 _share(s.get("agreement")), _cosines(s["grad_cosine"])]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -159,3 +159,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
                                color=line.lines[0].get_color(), marker=markers.get(s["method"], "x"))
                     ax.annotate(task[:10], (g["privacy_gap"]["mean"], g["utility_gap"]["mean"]), fontsize=5,
                                 alpha=0.5)
+
+
+def _share(value: float | None) -> str:
+    """Emulator-full agreement as a percentage ('-' for results measured before it was recorded)."""
+    return "-" if value is None else f"{100 * value:.0f}%"

@@ -104,6 +104,8 @@ def summarize(tasks: list[TaskResult], n_boot: int = 2000) -> list[dict[str, Any
         entry["upper_bound"] = {"mean": float(np.mean([100 * t.adapter_tuning_full_model.mean for t, _ in pairs]))}
         entry["emulator_ppl"] = _fidelity(rows, "perplexity")
         entry["kd_error"] = _fidelity(rows, "kd_error")
+        entry["agreement"] = _fidelity(rows, "agreement")
+        entry["answer_kl"] = _fidelity(rows, "answer_kl")
         entry["grad_cosine"] = _grad_cosine(rows)
         summary.append(entry)
     return summary
