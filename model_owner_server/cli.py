@@ -203,6 +203,7 @@ def emulators_recommend(
         adapter_split,
         load_frontier,
         recommended_point,
+        selection_caveat,
     )
 
     path = frontier or Path("results") / f"frontier-{Path(model).name}.json"
@@ -222,12 +223,14 @@ def emulators_recommend(
         fail(one_line(exc))
         return
     if as_json:
-        typer.echo(json.dumps({"alpha": point["alpha"], "beta": point["beta"], "point": point, "frontier": str(path)}))
+        typer.echo(json.dumps({"alpha": point["alpha"], "beta": point["beta"], "point": point, "frontier": str(path),
+                               "caveat": selection_caveat(loaded)}))
         return
     pg, ug = point["privacy_gap"], point["utility_gap"]
     typer.echo(f"alpha {point['alpha']:g}, beta {point['beta']:g}: privacy gap {pg['mean']:+.1f} "
                f"[{pg['ci95'][0]:+.1f}, {pg['ci95'][1]:+.1f}], utility gap {ug['mean']:+.1f} "
                f"[{ug['ci95'][0]:+.1f}, {ug['ci95'][1]:+.1f}] points (from {path})")
+    typer.echo(f"note: {selection_caveat(loaded)}")
     bottom, top = adapter_split(loaded)
     typer.echo(f"scaleot-server emulators build --model {model} --method scaleot --alpha {point['alpha']:g} "
                f"--beta {point['beta']:g} --adapter-bottom {bottom} --adapter-top {top} --out out/emu")

@@ -59,6 +59,8 @@ class DialRecommendation(BaseModel):
     utility_gap: GapEstimate = Field(description="adapter-only tuning on the full model minus plug-in, points")
     plug_in: float | None = Field(None, description="plug-in accuracy at this point, %")
     tasks: list[str] = Field(default_factory=list, description="tasks the frontier was measured on")
+    caveat: str = Field("", description="how the point was chosen: read off the same test items and seeds its gaps "
+                        "come from (in-sample) where that is so")
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": "smollm2-135m", "wanted_privacy_gap": 3.0, "conservative": False, "method": "scaleot",

@@ -59,6 +59,8 @@ def recommend(
         out.print(f"alpha {r.alpha:g}, beta {r.beta:g}: privacy gap {pg.mean:+.1f} [{pg.ci95[0]:+.1f}, "
                   f"{pg.ci95[1]:+.1f}], utility gap {ug.mean:+.1f} [{ug.ci95[0]:+.1f}, {ug.ci95[1]:+.1f}] points "
                   f"(measured on {', '.join(r.tasks) or 'the owner tasks'})")
+        if r.caveat:
+            out.print(f"note: {r.caveat}")
         out.print(f"scaleot emulators request --model {r.model} --method {r.method} --alpha {r.alpha:g} "
                   f"--beta {r.beta:g} --adapter-bottom {r.adapter_bottom} --adapter-top {r.adapter_top}")
 

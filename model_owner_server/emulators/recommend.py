@@ -51,6 +51,21 @@ def recommended_point(frontier: dict[str, Any], target_privacy_gap: float, metho
     return min(candidates, key=lambda p: (p["utility_gap"]["mean"], -p["privacy_gap"]["mean"], -p["alpha"], p["beta"]))
 
 
+def selection_caveat(frontier: dict[str, Any]) -> str:
+    """What the pick is worth as evidence: the rule chooses among points measured on the frontier's own test
+    items, so its gaps are read off the items it was chosen on (an in-sample pick, optimistic by selection)."""
+    raw = frontier.get("budget")
+    budget: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    seeds = budget.get("seeds") if isinstance(budget.get("seeds"), list) else None
+    seed_text = (f"{len(seeds)} tuning seed{'s' if len(seeds) != 1 else ''}" if seeds is not None
+                 else "the frontier's tuning seeds")
+    tasks = frontier.get("tasks") or []
+    where = ", ".join(str(t) for t in tasks) or "the frontier's tasks"
+    return (f"chosen among the measured points on the same test items its gaps were measured on ({where}; "
+            f"{seed_text}): an in-sample pick, not a fresh test; expect the gaps of a fresh measurement to be "
+            "somewhat less favourable")
+
+
 def recommend(frontier_result: dict[str, Any], target_privacy_gap: float) -> tuple[float, float]:
     """(alpha, beta) of the ScaleOT point with the least utility gap whose privacy gap reaches the target."""
     point = recommended_point(frontier_result, target_privacy_gap)
@@ -86,6 +101,7 @@ def as_frontier(paper_table: dict[str, Any]) -> dict[str, Any]:
         if isinstance(summary, list) else None
     return {"benchmark": "frontier", "source": "paper-table", "model": paper_table.get("model"),
             "profile_id": paper_table.get("profile_id"), "adapter": paper_table.get("adapter"),
+            "budget": paper_table.get("budget"),
             "tasks": tasks, "points": points}
 
 

@@ -44,6 +44,7 @@ def test_the_recommendation_follows_the_rule(served: tuple[TestClient, Headers])
     assert (body["alpha"], body["beta"]) == (0.5, 0.0)  # the same point as recommend() in the unit tests
     assert body["privacy_gap"] == {"mean": 4.0, "ci95": [2.5, 5.5]} and body["utility_gap"]["mean"] == 1.0
     assert body["plug_in"] == 70.0 and body["tasks"] == ["bbc_news"] and body["wanted_privacy_gap"] == 3.0
+    assert "in-sample pick" in body["caveat"] and "bbc_news" in body["caveat"]  # read off its own test items
     careful = client.get(URL, params={"privacy_gap": 3, "conservative": "true"}, headers=alice).json()
     assert (careful["alpha"], careful["beta"], careful["conservative"]) == (0.5, 0.5, True)
 

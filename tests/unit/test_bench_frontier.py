@@ -104,3 +104,14 @@ def test_recommend_command(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["emulators", "recommend", "--frontier", str(tmp_path / "x.json"),
                                   "--privacy-gap", "3"])
     assert missing.exit_code == 2 and "no frontier" in missing.output
+
+
+def test_the_recommendation_says_it_was_read_off_its_own_test_items() -> None:
+    from model_owner_server.emulators.recommend import as_frontier, selection_caveat
+
+    one = selection_caveat({"tasks": ["bbc_news"], "budget": {"seeds": [0]}})
+    assert "bbc_news; 1 tuning seed)" in one and "in-sample pick, not a fresh test" in one
+    two = selection_caveat(as_frontier({"benchmark": "paper-table", "tasks": [{"task": "a"}, {"task": "b"}],
+                                        "summary": [], "budget": {"seeds": [0, 1]}}))
+    assert "(a, b; 2 tuning seeds)" in two
+    assert "the frontier's tuning seeds" in selection_caveat({"tasks": []})

@@ -9,7 +9,12 @@ from fastapi import HTTPException, Query, status
 from model_owner_server import base_models
 from model_owner_server.app.api.deps import PrincipalDep, StateDep
 from model_owner_server.app.api.routing import api_router
-from model_owner_server.emulators.recommend import NoRecommendationError, adapter_split, recommended_point
+from model_owner_server.emulators.recommend import (
+    NoRecommendationError,
+    adapter_split,
+    recommended_point,
+    selection_caveat,
+)
 from shared.api import DialRecommendation, GapEstimate, ModelInfo, TaskInfo
 
 router = api_router(prefix="/v1", tags=["models"])
@@ -57,7 +62,8 @@ def recommendation(
         alpha=point["alpha"], beta=point["beta"], adapter_bottom=bottom, adapter_top=top,
         privacy_gap=GapEstimate.model_validate(point["privacy_gap"]),
         utility_gap=GapEstimate.model_validate(point["utility_gap"]),
-        plug_in=plug_in["mean"] if plug_in else None, tasks=list(frontier.get("tasks", [])))
+        plug_in=plug_in["mean"] if plug_in else None, tasks=list(frontier.get("tasks", [])),
+        caveat=selection_caveat(frontier))
 
 
 @router.get("/tasks", response_model=list[TaskInfo], summary="Built-in evaluation tasks")
