@@ -198,13 +198,8 @@ def emulators_recommend(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The (alpha, beta) to ship for a wanted privacy gap, read off a measured privacy-utility frontier."""
-    from model_owner_server.emulators.recommend import (
-        NoRecommendationError,
-        adapter_split,
-        load_frontier,
-        recommended_point,
-        selection_caveat,
-    )
+    from model_owner_server.recommendation.frontier_file import load_frontier
+    from model_owner_server.recommendation.rule import NoRecommendationError, recommended_point, selection_caveat
 
     path = frontier or Path("results") / f"frontier-{Path(model).name}.json"
     try:
@@ -223,17 +218,18 @@ def emulators_recommend(
         fail(one_line(exc))
         return
     if as_json:
-        typer.echo(json.dumps({"alpha": point["alpha"], "beta": point["beta"], "point": point, "frontier": str(path),
-                               "caveat": selection_caveat(loaded)}))
+        typer.echo(json.dumps({"alpha": point.alpha, "beta": point.beta, "point": point.model_dump(mode="json"),
+                               "frontier": str(path), "caveat": selection_caveat(loaded)}))
         return
-    pg, ug = point["privacy_gap"], point["utility_gap"]
-    typer.echo(f"alpha {point['alpha']:g}, beta {point['beta']:g}: privacy gap {pg['mean']:+.1f} "
-               f"[{pg['ci95'][0]:+.1f}, {pg['ci95'][1]:+.1f}], utility gap {ug['mean']:+.1f} "
-               f"[{ug['ci95'][0]:+.1f}, {ug['ci95'][1]:+.1f}] points (from {path})")
+    pg, ug = point.privacy_gap, point.utility_gap
+    assert pg is not None and ug is not None  # the rule picks measured points only
+    typer.echo(f"alpha {point.alpha:g}, beta {point.beta:g}: privacy gap {pg.mean:+.1f} "
+               f"[{pg.ci95[0]:+.1f}, {pg.ci95[1]:+.1f}], utility gap {ug.mean:+.1f} "
+               f"[{ug.ci95[0]:+.1f}, {ug.ci95[1]:+.1f}] points (from {path})")
     typer.echo(f"note: {selection_caveat(loaded)}")
-    bottom, top = adapter_split(loaded)
-    typer.echo(f"scaleot-server emulators build --model {model} --method scaleot --alpha {point['alpha']:g} "
-               f"--beta {point['beta']:g} --adapter-bottom {bottom} --adapter-top {top} --out out/emu")
+    typer.echo(f"scaleot-server emulators build --model {model} --method scaleot --alpha {point.alpha:g} "
+               f"--beta {point.beta:g} --adapter-bottom {loaded.adapter.bottom} --adapter-top {loaded.adapter.top} "
+               "--out out/emu")
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_owner_server.emulators.profile import Stage1Config, parse_stage1_overrides
+from model_owner_server.recommendation.frontier_file import FrontierFile, load_frontier
 from shared.precision import DtypeName, parse_dtype
 
 DEFAULT_ADMIN_KEY = "change-me"
@@ -132,11 +133,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"SCALEOT_FRONTIERS names {model!r}, which is not in SCALEOT_MODELS {self.models}")
         return self
 
-    def load_frontiers(self) -> dict[str, dict[str, Any]]:
+    def load_frontiers(self) -> dict[str, FrontierFile]:
         """SCALEOT_FRONTIERS' files, read and checked (the API process; `serve` checks them before it starts, so
         a worker or an admin command does not depend on them); ValueError with one line naming what to fix."""
-        from model_owner_server.emulators.recommend import load_frontier  # pure JSON reading
-
         loaded = {}
         for model, path in self.frontiers.items():
             try:
@@ -145,7 +144,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"SCALEOT_FRONTIERS[{model!r}]: cannot read {path} ({exc.strerror or exc})") from None
             except ValueError as exc:
                 raise ValueError(f"SCALEOT_FRONTIERS[{model!r}]: {exc}") from None
-            measured = frontier.get("model")
+            measured = frontier.model
             if measured is not None and Path(str(measured)).name != Path(model).name:
                 raise ValueError(f"SCALEOT_FRONTIERS[{model!r}]: {path} was measured on {measured!r}, not {model!r}")
             loaded[model] = frontier

@@ -22,7 +22,8 @@ from benchmarks.reports import frontier_report
 from data_owner_client.tuning.config import TuningConfig
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.profile import ImportanceProfile
-from model_owner_server.emulators.recommend import NoRecommendationError, recommended_point
+from model_owner_server.recommendation.frontier_file import FrontierFile, parse_frontier
+from model_owner_server.recommendation.rule import NoRecommendationError, recommended_point
 from shared.tasks import load_mc_task
 
 ALPHAS = (0.25, 0.5, 0.75)
@@ -63,20 +64,22 @@ def pareto(points: list[dict[str, Any]]) -> list[str]:
     return [p["variant"] for p in points if not dominated(p)]
 
 
-def recommendations(result: dict[str, Any], targets: Sequence[float] = TARGETS) -> list[dict[str, Any]]:
+def recommendations(frontier: FrontierFile, targets: Sequence[float] = TARGETS) -> list[dict[str, Any]]:
     rows = []
     for target in targets:
         try:
-            point = recommended_point(result, target)
-            rows.append({"target_privacy_gap": target, "alpha": point["alpha"], "beta": point["beta"],
-                         "privacy_gap": point["privacy_gap"], "utility_gap": point["utility_gap"]})
+            point = recommended_point(frontier, target)
+            rows.append({"target_privacy_gap": target, "alpha": point.alpha, "beta": point.beta,
+                         "privacy_gap": point.model_dump(mode="json")["privacy_gap"],
+                         "utility_gap": point.model_dump(mode="json")["utility_gap"]})
         except NoRecommendationError as exc:
             rows.append({"target_privacy_gap": target, "alpha": None, "beta": None, "reason": str(exc)})
     return rows
 
 
 def frontier_result(raw: dict[str, Any]) -> dict[str, Any]:
-    """The frontier JSON from a paper-table result over the grid's variants."""
+    """The frontier JSON from a paper-table result over the grid's variants, checked against the schema its
+    readers use (`FrontierFile`) before anything is written."""
     points = [{k: entry.get(k) for k in POINT_KEYS} for entry in raw["summary"]]
     scaleot = [p for p in points if p["method"] == "scaleot"]
     result: dict[str, Any] = {
@@ -85,7 +88,7 @@ def frontier_result(raw: dict[str, Any]) -> dict[str, Any]:
         "tasks": [t["task"] for t in raw["tasks"]], "seconds": raw["seconds"], "points": points,
         "pareto_scaleot": pareto(scaleot), "pareto_all": pareto(points),
     }
-    result["recommendations"] = recommendations(result)
+    result["recommendations"] = recommendations(parse_frontier(result, "the frontier being written"))
     return result
 
 

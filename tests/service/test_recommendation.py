@@ -71,12 +71,15 @@ def test_a_bad_frontier_setting_is_refused_at_start_up(tmp_path: Path) -> None:
     point = dict(POINTS[1])
     bad_files = {
         "b.json": ("{not json", "is not a frontier result"),
-        "c.json": ({"benchmark": "frontier", "points": [{"alpha": "x"}]}, "a point without finite alpha"),
+        "c.json": ({"benchmark": "frontier", "points": [{"alpha": "x"}]}, "points.0.method: Field required"),
         "d.json": ({"benchmark": "frontier", "points": [{**point, "privacy_gap": {"mean": float("inf"),
-                                                                                 "ci95": [0, 1]}}]}, "finite"),
-        "e.json": ({"benchmark": "frontier", "points": [{**point, "plug_in": {"mean": "abc"}}]}, "finite"),
-        "f.json": ({"benchmark": "frontier", "points": POINTS, "tasks": None}, "`tasks` is not a list"),
-        "g.json": ({"benchmark": "frontier", "points": POINTS, "adapter": {"bottom": -1, "top": 2}}, "`adapter`"),
+                                                                                 "ci95": [0, 1]}}]},
+                   "points.0.privacy_gap.mean: Input should be a finite number"),
+        "e.json": ({"benchmark": "frontier", "points": [{**point, "plug_in": {"mean": "abc"}}]},
+                   "points.0.plug_in.mean"),
+        "f.json": ({"benchmark": "frontier", "points": POINTS, "tasks": None}, "tasks: Input should be a valid list"),
+        "g.json": ({"benchmark": "frontier", "points": POINTS, "adapter": {"bottom": -1, "top": 2}},
+                   "adapter.bottom: Input should be greater than or equal to 0"),
     }
     cases = {"cannot read": tmp_path / "missing.json", "was measured on 'tiny-llama'": _frontier(
         tmp_path / "h.json", model="tiny-llama")}
@@ -159,4 +162,4 @@ def test_a_paper_table_result_serves_as_the_frontier(tmp_path: Path) -> None:
     assert refused.exit_code != 0 and "not a frontier result" in refused.output
     path.write_text(json.dumps({**table, "tasks": "bbc_news"}))  # a string is not read as its letters
     letters = CliRunner().invoke(server_cli, ["emulators", "recommend", "--frontier", str(path), "--privacy-gap", "3"])
-    assert letters.exit_code != 0 and "not a list of task names" in letters.output
+    assert letters.exit_code != 0 and "tasks: Input should be a valid list" in letters.output

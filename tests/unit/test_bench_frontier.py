@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from benchmarks.offsite_tuning.frontier import default_label, frontier_result, grid_variants, pareto
 from model_owner_server.cli import app
-from model_owner_server.emulators.recommend import NoRecommendationError, load_frontier, recommend, recommended_point
+from model_owner_server.recommendation.frontier_file import FrontierFile, load_frontier, parse_frontier
+from model_owner_server.recommendation.rule import NoRecommendationError, recommend, recommended_point
 
 
 def _point(method: str, alpha: float, beta: float, privacy: tuple[float, float, float],
@@ -31,7 +32,8 @@ POINTS = [
     _point("scaleot", 0.5, 0.5, (7.0, 5.0, 9.0), (4.0, 2.0, 6.0)),
     _point("scaleot", 0.75, 0.25, (6.0, 3.0, 9.0), (6.0, 4.0, 8.0)),  # dominated by (0.5, 0.5)
 ]
-FRONTIER = {"benchmark": "frontier", "points": POINTS}
+FRONTIER_JSON = {"benchmark": "frontier", "points": POINTS}
+FRONTIER = FrontierFile.model_validate(FRONTIER_JSON)
 
 
 def test_recommend_takes_the_least_utility_gap_that_reaches_the_target() -> None:
@@ -43,7 +45,7 @@ def test_recommend_takes_the_least_utility_gap_that_reaches_the_target() -> None
 
 
 def test_conservative_recommendation_needs_the_lower_bound_to_reach_the_target() -> None:
-    assert recommended_point(FRONTIER, 3.0, conservative=True)["beta"] == 0.5  # 2.5 < 3 <= 5.0
+    assert recommended_point(FRONTIER, 3.0, conservative=True).beta == 0.5  # 2.5 < 3 <= 5.0
     with pytest.raises(NoRecommendationError):
         recommended_point(FRONTIER, 6.0, conservative=True)
 
@@ -52,7 +54,7 @@ def test_ties_go_to_the_larger_privacy_gap_then_the_larger_alpha() -> None:
     tied = [_point("scaleot", 0.25, 0.0, (5.0, 1.0, 9.0), (1.0, 0.0, 2.0)),
             _point("scaleot", 0.5, 0.0, (5.0, 1.0, 9.0), (1.0, 0.0, 2.0)),
             _point("scaleot", 0.75, 0.0, (4.0, 1.0, 9.0), (1.0, 0.0, 2.0))]
-    assert recommend({"points": tied}, 3.0) == (0.5, 0.0)
+    assert recommend(FrontierFile.model_validate({"benchmark": "frontier", "points": tied}), 3.0) == (0.5, 0.0)
 
 
 def test_pareto_front_drops_dominated_points() -> None:
@@ -84,7 +86,7 @@ def test_frontier_result_lists_recommendations(tmp_path: Path) -> None:
     assert by_target[8.0]["alpha"] is None and "largest" in by_target[8.0]["reason"]
     path = tmp_path / "frontier-m.json"
     path.write_text(json.dumps(result))
-    assert load_frontier(path)["points"] == result["points"]
+    assert load_frontier(path).model_dump(mode="json")["points"] == result["points"]  # every column kept
     (tmp_path / "other.json").write_text(json.dumps({"benchmark": "paper-table"}))
     with pytest.raises(ValueError, match="not a frontier"):
         load_frontier(tmp_path / "other.json")
@@ -92,7 +94,7 @@ def test_frontier_result_lists_recommendations(tmp_path: Path) -> None:
 
 def test_recommend_command(tmp_path: Path) -> None:
     path = tmp_path / "frontier.json"
-    path.write_text(json.dumps(FRONTIER))
+    path.write_text(json.dumps(FRONTIER_JSON))
     runner = CliRunner()
     ok = runner.invoke(app, ["emulators", "recommend", "--frontier", str(path), "--privacy-gap", "3"])
     assert ok.exit_code == 0, ok.output
@@ -107,11 +109,23 @@ def test_recommend_command(tmp_path: Path) -> None:
 
 
 def test_the_recommendation_says_it_was_read_off_its_own_test_items() -> None:
-    from model_owner_server.emulators.recommend import as_frontier, selection_caveat
+    from model_owner_server.recommendation.rule import selection_caveat
 
-    one = selection_caveat({"tasks": ["bbc_news"], "budget": {"seeds": [0]}})
+    one = selection_caveat(parse_frontier({**FRONTIER_JSON, "tasks": ["bbc_news"], "budget": {"seeds": [0]}}))
     assert "bbc_news; 1 tuning seed)" in one and "in-sample pick, not a fresh test" in one
-    two = selection_caveat(as_frontier({"benchmark": "paper-table", "tasks": [{"task": "a"}, {"task": "b"}],
-                                        "summary": [], "budget": {"seeds": [0, 1]}}))
+    two = selection_caveat(parse_frontier({"benchmark": "paper-table", "tasks": [{"task": "a"}, {"task": "b"}],
+                                           "summary": [], "budget": {"seeds": [0, 1]}}))
     assert "(a, b; 2 tuning seeds)" in two
-    assert "the frontier's tuning seeds" in selection_caveat({"tasks": []})
+    assert "the frontier's tuning seeds" in selection_caveat(FRONTIER)
+
+
+def test_the_schema_refuses_what_the_rule_cannot_read() -> None:
+    for bad, message in [({"benchmark": "frontier", "points": [{"alpha": "x"}]}, "points.0.method: Field required"),
+                         ({**FRONTIER_JSON, "points": [{**POINTS[1], "alpha": "0.5"}]}, "points.0.alpha"),
+                         ({**FRONTIER_JSON, "points": [{**POINTS[1], "beta": float("nan")}]}, "points.0.beta"),
+                         ({**FRONTIER_JSON, "tasks": None}, "tasks: Input should be a valid list"),
+                         ({**FRONTIER_JSON, "adapter": {"bottom": True, "top": 2}}, "adapter.bottom"),
+                         ({"benchmark": "other"}, "is not a frontier result")]:
+        with pytest.raises(ValueError, match=message):
+            parse_frontier(bad)
+    assert parse_frontier(FRONTIER_JSON).adapter.bottom == 2  # a file from before the split was recorded

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from anyio import CapacityLimiter
 from sqlalchemy.engine import Engine
@@ -13,6 +12,7 @@ from model_owner_server.app.core.key_cache import KeyCache
 from model_owner_server.app.core.security import Principal
 from model_owner_server.db.engine import make_engine
 from model_owner_server.model_cache import BaseModelCache, LRUCache
+from model_owner_server.recommendation.frontier_file import FrontierFile
 from model_owner_server.settings import Settings
 from model_owner_server.storage.base import ArtifactStore
 from model_owner_server.storage.factory import make_store
@@ -26,7 +26,7 @@ class AppState:
     base_models: BaseModelCache
     plugged: LRUCache[PreTrainedModel]  # adapter id -> full model with that adapter plugged in
     keys: KeyCache[Principal]  # key sha256 -> who holds it, for a few seconds
-    frontiers: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> its frontier JSON (settings)
+    frontiers: dict[str, FrontierFile] = field(default_factory=dict)  # model -> its frontier (SCALEOT_FRONTIERS)
     schema_revision: str | None = None  # set once the migrations ran at start-up
     _generation_slots: CapacityLimiter | None = None
 

@@ -9,12 +9,7 @@ from fastapi import HTTPException, Query, status
 from model_owner_server import base_models
 from model_owner_server.app.api.deps import PrincipalDep, StateDep
 from model_owner_server.app.api.routing import api_router
-from model_owner_server.emulators.recommend import (
-    NoRecommendationError,
-    adapter_split,
-    recommended_point,
-    selection_caveat,
-)
+from model_owner_server.recommendation.rule import NoRecommendationError, recommended_point, selection_caveat
 from shared.api import DialRecommendation, GapEstimate, ModelInfo, TaskInfo
 
 router = api_router(prefix="/v1", tags=["models"])
@@ -55,14 +50,13 @@ def recommendation(
         point = recommended_point(frontier, privacy_gap, conservative=conservative)
     except NoRecommendationError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    plug_in = point.get("plug_in")  # the shapes were checked when the frontier was loaded (load_frontier)
-    bottom, top = adapter_split(frontier)
+    assert point.privacy_gap is not None and point.utility_gap is not None  # the rule picks measured points only
     return DialRecommendation(
-        model=name, wanted_privacy_gap=privacy_gap, conservative=conservative, method=str(point["method"]),
-        alpha=point["alpha"], beta=point["beta"], adapter_bottom=bottom, adapter_top=top,
-        privacy_gap=GapEstimate.model_validate(point["privacy_gap"]),
-        utility_gap=GapEstimate.model_validate(point["utility_gap"]),
-        plug_in=plug_in["mean"] if plug_in else None, tasks=list(frontier.get("tasks", [])),
+        model=name, wanted_privacy_gap=privacy_gap, conservative=conservative, method=point.method,
+        alpha=point.alpha, beta=point.beta, adapter_bottom=frontier.adapter.bottom, adapter_top=frontier.adapter.top,
+        privacy_gap=GapEstimate.model_validate(point.privacy_gap.model_dump()),
+        utility_gap=GapEstimate.model_validate(point.utility_gap.model_dump()),
+        plug_in=point.plug_in.mean if point.plug_in else None, tasks=list(frontier.tasks),
         caveat=selection_caveat(frontier))
 
 
