@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from pydantic import ValidationError
@@ -27,6 +27,9 @@ from model_owner_server.emulators.spec import EmulatorSpec
 from shared.assets import AssetError
 from shared.manifest import EmulatorOptions
 from shared.progress import activity, progress
+
+if TYPE_CHECKING:
+    from model_owner_server.settings import Settings
 
 app = typer.Typer(help="ScaleOT model-owner tools: base models, emulators, benchmarks.", no_args_is_help=True)
 models_app = typer.Typer(help="Base models the owner serves.", no_args_is_help=True)
@@ -245,7 +248,7 @@ keys_app = typer.Typer(help="Data-owner API keys (stored hashed).", no_args_is_h
 app.add_typer(keys_app, name="keys")
 
 
-def _service_settings() -> object:
+def _service_settings() -> Settings:
     from pydantic_settings import SettingsError
 
     from model_owner_server.settings import Settings
@@ -268,10 +271,8 @@ def serve_command(
 ) -> None:
     """Run the REST API (uvicorn) and, by default, one job worker beside it."""
     from model_owner_server.app.serve import serve
-    from model_owner_server.settings import Settings
 
     settings = _service_settings()
-    assert isinstance(settings, Settings)
     try:
         settings.load_frontiers()  # checked here, before uvicorn, so a bad file is one line, not a traceback
     except ValueError as exc:
@@ -286,10 +287,8 @@ def worker_command(
 ) -> None:
     """Run a job worker: emulator builds (stage 1 + stage 2) and evaluations."""
     from model_owner_server.jobs.runner import run_worker
-    from model_owner_server.settings import Settings
 
     settings = _service_settings()
-    assert isinstance(settings, Settings)
     ran = run_worker(settings, once=once, threads=threads)
     if once:
         typer.echo(f"ran {ran} job(s)")
@@ -306,10 +305,8 @@ def keys_create(
     from model_owner_server.app.services.owners import create_key
     from model_owner_server.db.engine import make_engine
     from model_owner_server.db.migrate import upgrade
-    from model_owner_server.settings import Settings
 
     settings = _service_settings()
-    assert isinstance(settings, Settings)
     if not owner.strip():
         fail("--owner must not be empty")
     engine = make_engine(settings.db_url)

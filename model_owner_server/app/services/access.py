@@ -10,8 +10,8 @@ from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from model_owner_server.app.core.security import Principal
-from model_owner_server.app.services.errors import NotFound
-from model_owner_server.db.models import Adapter, AgreementCheck, Emulator, EmulatorGrant, Evaluation, Job
+from model_owner_server.app.services.errors import Conflict, NotFound
+from model_owner_server.db.models import Adapter, AgreementCheck, Emulator, EmulatorGrant, Evaluation, Job, JobState
 
 T = TypeVar("T", Emulator, Adapter, Evaluation, AgreementCheck)
 
@@ -59,6 +59,14 @@ def visible_emulator_and_job(session: Session, principal: Principal, emulator_id
     if found is None:
         raise not_found("emulator", emulator_id)
     return found[0], found[1]
+
+
+def built_emulator(session: Session, principal: Principal, emulator_id: str, then: str) -> Emulator:
+    """A visible emulator whose build succeeded; Conflict (409) naming what to do (`then`) otherwise."""
+    emulator, job = visible_emulator_and_job(session, principal, emulator_id)
+    if emulator.manifest_json is None or job is None or job.state != JobState.succeeded:
+        raise Conflict(f"emulator {emulator_id} is not built yet; {then} once its build has succeeded")
+    return emulator
 
 
 def visible_adapter(session: Session, principal: Principal, adapter_id: str) -> Adapter:

@@ -20,13 +20,13 @@ from transformers import PreTrainedModel
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
-from model_owner_server.app.services.access import visible_emulator
-from model_owner_server.app.services.errors import Conflict, Unprocessable
+from model_owner_server.app.services.access import built_emulator
+from model_owner_server.app.services.errors import Unprocessable
 from model_owner_server.app.services.probe import prove
 from model_owner_server.app.services.uploads import MultipartForm, UploadedFile
 from model_owner_server.app.services.views import adapter_out
 from model_owner_server.base_models import LoadedBase
-from model_owner_server.db.models import Adapter, Job, JobState
+from model_owner_server.db.models import Adapter
 from model_owner_server.jobs.queue import new_id
 from model_owner_server.plug_in import CheckedAdapter, check_adapter
 from model_owner_server.storage.keys import adapter_prefix
@@ -160,10 +160,8 @@ def store_adapter(state: AppState, principal: Principal, form: MultipartForm, wo
     if not emulator_id:
         raise rejected(["form field 'emulator_id' is missing: name the emulator the adapter was tuned on"])
     with Session(state.engine, expire_on_commit=False) as session:
-        emulator = visible_emulator(session, principal, emulator_id)
-        job = session.get(Job, emulator.job_id) if emulator.job_id else None
-        if emulator.manifest_json is None or job is None or job.state != JobState.succeeded:
-            raise Conflict(f"emulator {emulator_id} is not built; upload adapters tuned on a succeeded emulator")
+        emulator = built_emulator(session, principal, emulator_id, "upload adapters tuned on it")
+        assert emulator.manifest_json is not None  # built_emulator checked it
         manifest = EmulatorManifest.model_validate_json(emulator.manifest_json)
         directory = work / "adapter"
         directory.mkdir()

@@ -11,9 +11,9 @@ from sqlmodel import Session
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
-from model_owner_server.app.services.access import visible_emulator_and_job
+from model_owner_server.app.services.access import built_emulator
 from model_owner_server.app.services.errors import Conflict, Unprocessable
-from model_owner_server.db.models import AgreementCheck, JobKind, JobState
+from model_owner_server.db.models import AgreementCheck, JobKind
 from model_owner_server.emulators.task_calibration import prompt_set_sha256
 from model_owner_server.jobs import queue
 from model_owner_server.storage.keys import agreement_prompts
@@ -44,9 +44,7 @@ def read_prompts(path: Path, filename: str) -> list[Prompt]:
 
 def create_check(session: Session, state: AppState, principal: Principal, emulator_id: str,
                  prompts: list[Prompt], data: Path) -> AgreementCheck:
-    emulator, job = visible_emulator_and_job(session, principal, emulator_id)
-    if emulator.manifest_json is None or job is None or job.state != JobState.succeeded:
-        raise Conflict(f"emulator {emulator_id} is not built yet; check agreement once its build has succeeded")
+    emulator = built_emulator(session, principal, emulator_id, "check agreement")
     check_job = queue.enqueue(session, JobKind.agreement_check, "pending", state.settings.max_attempts)
     row = AgreementCheck(id=queue.new_id("agr"), owner_id=principal.owner_id, emulator_id=emulator.id,
                          n_prompts=len(prompts), prompts_sha256=prompt_set_sha256(prompts), job_id=check_job.id)

@@ -3,9 +3,6 @@ problem), list, get."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request, Response, status
@@ -16,6 +13,7 @@ from sqlmodel import col, select
 from model_owner_server.app.api.deps import PrincipalDep, ReadSessionDep, StateDep
 from model_owner_server.app.api.multipart import parse_multipart
 from model_owner_server.app.api.routing import answer, api_router
+from model_owner_server.app.api.workdir import request_workdir
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.adapters import store_adapter
 from model_owner_server.app.services.views import adapter_out
@@ -39,15 +37,10 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"mu
                         409: {"description": "emulator not built"}, 413: {"description": "over the upload cap"},
                         422: {"description": "every problem with the adapter, at once"}})
 async def upload_adapter(request: Request, state: StateDep, principal: PrincipalDep) -> AdapterOut:
-    tmp_root = state.settings.data_dir / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="upload-", dir=tmp_root))
-    try:
+    with request_workdir(state, "upload-") as work:
         (work / "parts").mkdir()
         form = await parse_multipart(request, work / "parts", state.settings.max_upload_bytes)
         return await run_in_threadpool(store_adapter, state, principal, form, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 # built once with a bound owner (see services/access.py)

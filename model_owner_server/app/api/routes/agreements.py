@@ -4,9 +4,6 @@ list, cancel. Only aggregates come back, never the full model's answer to a prom
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from fastapi import Request as HttpRequest
@@ -18,6 +15,7 @@ from sqlmodel import Session, col, select
 from model_owner_server.app.api.deps import PrincipalDep, ReadSessionDep, SessionDep, StateDep
 from model_owner_server.app.api.multipart import parse_multipart
 from model_owner_server.app.api.routing import answer, api_router
+from model_owner_server.app.api.workdir import request_workdir
 from model_owner_server.app.services import agreements as service
 from model_owner_server.app.services.access import visible_agreement
 from model_owner_server.app.services.views import agreement_out
@@ -43,10 +41,7 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"mu
                                  422: {"description": "every problem with the prompt file, at once"}})
 async def check_agreement(emulator_id: str, request: HttpRequest, state: StateDep,
                           principal: PrincipalDep) -> AgreementOut:
-    tmp_root = state.settings.data_dir / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="agreement-", dir=tmp_root))
-    try:
+    with request_workdir(state, "agreement-") as work:
         form = await parse_multipart(request, work, state.settings.max_upload_bytes)
         files = [f for f in form.files if f.field == "file"]
         service.check_fields(form.fields, len(files))
@@ -58,8 +53,6 @@ async def check_agreement(emulator_id: str, request: HttpRequest, state: StateDe
                 return agreement_out(session, row)
 
         return await run_in_threadpool(create)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 _ALL = select(AgreementCheck).order_by(col(AgreementCheck.created_at).desc())

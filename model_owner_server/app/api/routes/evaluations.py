@@ -4,8 +4,6 @@ the worker computes the Offsite-Tuning matrix. Status, list, cancel."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from sqlmodel import Session, col, select
 from model_owner_server.app.api.deps import PrincipalDep, ReadSessionDep, SessionDep, StateDep
 from model_owner_server.app.api.multipart import parse_multipart
 from model_owner_server.app.api.routing import answer, api_router
+from model_owner_server.app.api.workdir import request_workdir
 from model_owner_server.app.services import evaluations as service
 from model_owner_server.app.services.access import visible_evaluation
 from model_owner_server.app.services.evaluations import MAX_ID_CHARS, MAX_TASK_CHARS
@@ -63,18 +62,13 @@ async def create_evaluation(request: Request, state: StateDep, principal: Princi
             return evaluation_out(session, row)
 
     if request.headers.get("content-type", "").startswith("multipart/"):
-        tmp_root = state.settings.data_dir / "tmp"
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="eval-", dir=tmp_root))
-        try:
+        with request_workdir(state, "eval-") as work:
             form = await parse_multipart(request, work, state.settings.max_upload_bytes)
             fields = service.upload_fields(form.fields, len([f for f in form.files if f.field == "file"]))
             upload = next(f for f in form.files if f.field == "file")
             data = await run_in_threadpool(service.prepare_upload, upload.path, upload.filename, fields.limit,
                                            work / "data.jsonl")
             return await run_in_threadpool(create, fields.adapter_id, fields.task, fields.limit, data)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
     body = await _json_request(request)
     await run_in_threadpool(service.check_builtin_task, body.task)
     return await run_in_threadpool(create, body.adapter_id, body.task, body.limit or state.settings.eval_limit, None)
