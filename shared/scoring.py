@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from shared.data_formats import MCExample
+from shared.training_batches import pad_token_id
 
 TARGET_DELIMITER = " "
 DEFAULT_MAX_LENGTH = 2048  # the harness's fallback when neither config nor tokenizer says
@@ -218,7 +219,7 @@ def loglikelihoods(
         else:
             shared.append(chunk)
     plain.sort(key=lambda r: (-len(r[1]), r[1]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     results = [math.nan] * len(requests)
     done = 0
     was_training = model.training

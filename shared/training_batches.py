@@ -13,6 +13,15 @@ from shared.data_formats import TrainExample
 IGNORE = -100
 
 
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The one padding id every batch uses: the tokenizer's pad token, else its EOS, else 0 (padding is masked
+    out of attention and loss, so only its presence matters; a pad id of 0 is a real id, not a missing one)."""
+    for token in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token is not None:
+            return int(token)
+    return 0
+
+
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]

@@ -9,9 +9,9 @@ import copy
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data_owner_client.tuning.config import TuningConfig
-from data_owner_client.tuning.recipe import Optimisation, pad_token_id, seeded_generator
+from data_owner_client.tuning.recipe import Optimisation, seeded_generator
 from shared.data_formats import TrainExample
-from shared.training_batches import batches, encode
+from shared.training_batches import batches, encode, pad_token_id
 
 
 def tune_all_parameters(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: list[TrainExample],

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase, get_scheduler
+from transformers import get_scheduler
 
 from data_owner_client.tuning.config import TuningConfig
 
@@ -17,11 +17,6 @@ def seeded_generator(seed: int) -> torch.Generator:
     """Seeds torch (LoRA's initialisation, dropout) and returns the generator of the batch order."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The tokenizer's pad token, else its EOS (padding is masked out of the loss either way)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
 
 @dataclass

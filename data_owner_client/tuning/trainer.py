@@ -14,12 +14,12 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from data_owner_client.tuning.config import TuningConfig
-from data_owner_client.tuning.recipe import Optimisation, pad_token_id, seeded_generator
+from data_owner_client.tuning.recipe import Optimisation, seeded_generator
 from shared.blocks import find_block_stack
 from shared.data_formats import TrainExample
 from shared.low_rank import is_projection
 from shared.precision import fp32_master
-from shared.training_batches import IGNORE, Encoded, batches, encode
+from shared.training_batches import IGNORE, Encoded, batches, encode, pad_token_id
 
 
 @dataclass(frozen=True)

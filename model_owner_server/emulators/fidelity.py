@@ -28,7 +28,7 @@ from shared.corpora import calibration_split
 from shared.data_formats import TrainExample
 from shared.manifest import EmulatorManifest
 from shared.perplexity import fixed_windows, perplexity
-from shared.training_batches import batches, encode
+from shared.training_batches import batches, encode, pad_token_id
 
 
 class FidelityReport(BaseModel):
@@ -97,7 +97,7 @@ def gradient_cosine(full: nn.Module, emulator: nn.Module, manifest: EmulatorMani
 def task_batches(tokenizer: Any, examples: list[TrainExample], n_batches: int, batch_size: int = 8,
                  max_len: int = 192) -> list[dict[str, torch.Tensor]]:
     encoded = [encode(tokenizer, e, max_len) for e in examples[: n_batches * batch_size]]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     return batches(encoded, batch_size, pad)
 
 

@@ -38,6 +38,7 @@ from shared.data_formats import Prompt
 from shared.harmonizer import Harmonizer
 from shared.manifest import CalibrationRecord, LayerEntry, LayerKind
 from shared.scoring import continuation_pair, encode_request
+from shared.training_batches import pad_token_id
 
 CalibrationProgress = Callable[[float, str], None]  # (fraction done, message)
 ShouldStop = Callable[[], bool]
@@ -140,7 +141,7 @@ def calibrate_harmonizers(full: nn.Module, emulator: nn.Module, layers: list[Lay
     order = torch.randperm(len(prompts), generator=generator).tolist()
     n_check = min(max(1, round(settings.check_share * len(prompts))), len(prompts) - 1)
     check, fit = [prompts[i] for i in order[:n_check]], [prompts[i] for i in order[n_check:]]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_token_id(tokenizer)
     check_seqs = [_sequence(tokenizer, p, settings.max_len, torch.Generator().manual_seed(settings.seed + i))
                   for i, p in enumerate(check)]
 

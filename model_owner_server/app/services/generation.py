@@ -14,6 +14,7 @@ from model_owner_server.plug_in import check_adapter, plug_in
 from model_owner_server.storage.keys import adapter_prefix
 from shared.api import GenerateOut, GenerateRequest
 from shared.manifest import EmulatorManifest
+from shared.training_batches import pad_token_id
 
 
 def plugged_model(state: AppState, adapter: Adapter, emulator: Emulator) -> tuple[PreTrainedModel, bool]:
@@ -63,7 +64,7 @@ def generate(state: AppState, adapter: Adapter, emulator: Emulator, request: Gen
     check_fits(int(inputs["input_ids"].shape[1]), max_new, context_window(model))
     sample = request.temperature > 0
     options: dict[str, object] = {"max_new_tokens": max_new, "do_sample": sample,
-                                  "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id}
+                                  "pad_token_id": pad_token_id(tokenizer)}
     if sample:
         options.update(temperature=request.temperature, top_p=request.top_p)
         torch.manual_seed(request.seed if request.seed is not None else int(time.time_ns() % 2**31))
