@@ -37,7 +37,6 @@ from model_owner_server.emulators.profile import (
     Stage1Config,
     checkpoint_dir,
     corpus_tag,
-    find_profile,
     profile_id,
     save_profile,
 )
@@ -353,17 +352,3 @@ def run_stage1(
         ckpt.clear()
     comm.barrier()  # the other ranks return once the profile is in the cache
     return profile
-
-
-def ensure_profile(
-    base: LoadedBase,
-    config: Stage1Config,
-    texts: list[str] | None = None,
-    on_progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> ImportanceProfile:
-    """The cached profile for (base weights, config, corpus), running stage 1 first if it is missing."""
-    cached = find_profile(base_profile_id(base, config, texts))
-    if cached is not None:
-        return cached
-    return run_stage1(base, config, texts=texts, on_progress=on_progress, should_stop=should_stop)

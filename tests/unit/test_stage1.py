@@ -11,7 +11,6 @@ from model_owner_server.emulators.profile import find_profile, profile_dir
 from model_owner_server.emulators.stage1 import (
     Stage1Cancelled,
     Stage1Progress,
-    ensure_profile,
     run_stage1,
 )
 from tests.unit.helpers import TEXTS, tiny_config, tiny_profile
@@ -98,14 +97,6 @@ def test_stage1_resumes_from_a_checkpoint_to_the_same_result() -> None:
     assert [p.step for p in resumed.meta.curve] == list(range(1, 7))
     for key, tensor in straight.harmonizers.items():
         torch.testing.assert_close(resumed.harmonizers[key], tensor, rtol=0, atol=0)
-
-
-def test_ensure_profile_reuses_the_cache() -> None:
-    base, profile = tiny_profile()
-    seen: list[Stage1Progress] = []
-    again = ensure_profile(base, tiny_config(), texts=TEXTS, on_progress=seen.append)
-    assert not seen and again.meta.profile_id == profile.meta.profile_id
-    assert again.meta.importance == profile.meta.importance
 
 
 def _pid(base: object, config: object) -> str:
