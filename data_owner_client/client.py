@@ -38,6 +38,7 @@ from shared.api import (
     Health,
     JobStatus,
     ModelInfo,
+    PromptSetOut,
     TaskInfo,
 )
 from shared.wire import FINISHED
@@ -197,6 +198,13 @@ class ScaleOTClient:
     def wait_evaluation(self, evaluation_id: str, poll: float = 2.0, timeout: float | None = None,
                         on_status: Callable[[EvaluationOut], None] | None = None) -> EvaluationOut:
         return self._wait(lambda: self.evaluation(evaluation_id), poll, timeout, on_status)
+
+    def upload_prompt_set(self, prompts: Path) -> PromptSetOut:
+        """Upload unlabelled prompts (JSONL of {"context", "choices"}) for a task-calibrated emulator."""
+        with prompts.open("rb") as f:
+            return self.post("/v1/prompt-sets", PromptSetOut,
+                             files=[("file", (prompts.name, f, "application/jsonl"))],
+                             timeout=httpx.Timeout(30.0, read=600.0, write=600.0))
 
     def check_agreement(self, emulator_id: str, prompts: Path) -> AgreementOut:
         """Upload unlabelled prompts (JSONL of {"context", "choices"}) for an agreement check of the emulator."""

@@ -92,6 +92,11 @@ class EmulatorRequest(BaseModel):
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="fraction of middle blocks replaced/dropped")
     beta: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of attention rank removed by SRC")
     options: EmulatorOptions = Field(default_factory=EmulatorOptions)
+    calibration_prompts: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="id of a prompt set you uploaded (POST /v1/prompt-sets): the emulator's harmonizers are refined "
+                    "on those unlabelled prompts toward the full model (scaleot with harmonizers only); such an "
+                    "emulator and its prompts are visible to you alone")
 
     @model_validator(mode="after")
     def _adapter_not_empty(self) -> Self:
@@ -182,6 +187,19 @@ class EvaluationOut(BaseModel):
 
 class EvaluationList(BaseModel):
     items: list[EvaluationOut]
+
+
+class PromptSetOut(BaseModel):
+    """An uploaded set of unlabelled prompts (for task calibration); only its owner sees it."""
+
+    id: str
+    n_prompts: int
+    sha256: str = Field(description="of the prompt set's rows (what a calibrated emulator's id and manifest record)")
+    created_at: float
+
+
+class PromptSetList(BaseModel):
+    items: list[PromptSetOut]
 
 
 class AgreementResult(BaseModel):

@@ -75,13 +75,22 @@ def request(
     beta: Annotated[float, typer.Option(help="fraction of attention rank removed (SRC)")] = 0.0,
     adapter_bottom: int = 2,
     adapter_top: int = 2,
+    calibrate: Annotated[Path | None, typer.Option(
+        help='unlabelled prompts like yours (JSONL rows {"context": str, "choices": [str, ...]}, no labels): the '
+             "model owner refines the emulator on them so adapters tuned on it transfer better; it learns the "
+             "prompts (never the answers) and the emulator is yours alone")] = None,
     wait: Annotated[bool, typer.Option(help="wait until it is built, showing progress")] = False,
     url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Ask the model owner for an emulator (the same parameters return the same emulator)."""
-    spec = {"base_model": base_model, "method": method, "alpha": alpha, "beta": beta,
-            "adapter_bottom": adapter_bottom, "adapter_top": adapter_top}
+    spec: dict[str, object] = {"base_model": base_model, "method": method, "alpha": alpha, "beta": beta,
+                               "adapter_bottom": adapter_bottom, "adapter_top": adapter_top}
+    if calibrate is not None and not calibrate.is_file():
+        err.print(f"--calibrate: no such file {calibrate}")
+        raise typer.Exit(2)
     with connect(url, api_key, profile) as client:
+        if calibrate is not None:
+            spec["calibration_prompts"] = client.upload_prompt_set(calibrate).id
         emulator = client.request_emulator(spec)
         if wait:
             emulator = _wait(client, emulator.id)

@@ -27,6 +27,7 @@ from model_owner_server.app.api.routes import (
     health,
     models,
     owners,
+    prompt_sets,
 )
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.errors import Conflict, NotFound, ServiceError, Unprocessable
@@ -83,7 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(Exception, unexpected_error)
-    for module in (health, models, owners, emulators, files, adapters, generate, evaluations, agreements):
+    for module in (health, models, owners, emulators, files, adapters, generate, evaluations, agreements,
+                   prompt_sets):
         app.include_router(module.router)
     app.include_router(agreements.emulator_router)
     app.add_middleware(RequestGuard, state=state)  # authentication and body caps before any route runs

@@ -119,3 +119,15 @@ class AgreementCheck(SQLModel, table=True):
     job_id: str | None = Field(default=None, foreign_key="job.id", max_length=40)
     result_json: str | None = None
     created_at: float = Field(default_factory=now)
+
+
+class PromptSet(SQLModel, table=True):
+    """A data owner's unlabelled prompts for task calibration (stored in the artifact store, never shown to others)."""
+
+    __tablename__ = "prompt_set"
+
+    id: str = Field(primary_key=True, max_length=40)
+    owner_id: str | None = Field(default=None, foreign_key="owner.id", index=True, max_length=40)
+    sha256: str = Field(max_length=64)
+    n_prompts: int = 0
+    created_at: float = Field(default_factory=now)

@@ -4,20 +4,52 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlmodel import Session
 
+from model_owner_server.base_models import LoadedBase
 from model_owner_server.db.models import Emulator
-from model_owner_server.emulators.build import build_emulator
+from model_owner_server.emulators.build import build_emulator, generate_emulator
 from model_owner_server.emulators.obtain import obtain_profile
-from model_owner_server.emulators.profile import Stage1Config
+from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.stage1 import Stage1Progress
-from model_owner_server.jobs.worker import JobContext, WorkerServices
-from model_owner_server.storage.keys import emulator_prefix
+from model_owner_server.emulators.task_calibration import (
+    CalibrationCancelled,
+    calibrate_harmonizers,
+    prompt_set_sha256,
+)
+from model_owner_server.jobs.worker import JobCancelled, JobContext, WorkerServices
+from model_owner_server.storage.keys import emulator_prefix, prompt_set_prefix
+from shared.artifacts import write_emulator
+from shared.data_formats import load_prompt_jsonl
+from shared.manifest import EmulatorManifest
 
 STAGE1_SHARE = 0.9  # of the progress bar, when stage 1 runs
+
+
+def _calibrated_build(ctx: JobContext, services: WorkerServices, base: LoadedBase, spec: EmulatorSpec,
+                      profile: ImportanceProfile | None, out: Path, start: float,
+                      on_build: Callable[[float, str], None]) -> EmulatorManifest:
+    """Stage 2, then the harmonizers refined on the data owner's prompt set (task calibration), then written."""
+    assert spec.calibration_prompts is not None
+    emulator, manifest = generate_emulator(base, spec, profile, on_progress=lambda f, m: on_build(0.2 * f, m))
+    prompts = load_prompt_jsonl(services.store.local_dir(prompt_set_prefix(spec.calibration_prompts))
+                                / "prompts.jsonl")
+    if prompt_set_sha256(prompts) != spec.calibration_sha256:
+        raise RuntimeError(f"prompt set {spec.calibration_prompts} changed since the emulator was requested")
+
+    def on_calibration(fraction: float, message: str) -> None:
+        ctx.progress(start + (0.97 - start) * (0.2 + 0.8 * fraction), f"calibration: {message}")  # raises on cancel
+
+    try:
+        record = calibrate_harmonizers(base.model, emulator, manifest.layers, base.tokenizer, prompts,
+                                       on_progress=on_calibration, should_stop=ctx.should_stop)
+    except CalibrationCancelled as exc:
+        raise JobCancelled(str(exc)) from exc
+    return write_emulator(emulator, base.tokenizer, manifest.model_copy(update={"calibration": record}), out)
 
 
 def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
@@ -56,7 +88,10 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
         def on_build(fraction: float, message: str) -> None:  # the long steps: SRC re-fit, OT-KD distillation
             ctx.progress(start + (0.97 - start) * fraction, f"stage 2: {message}")  # raises once cancelled
 
-        manifest = build_emulator(base, spec, profile, tmp / "emulator", on_progress=on_build)
+        if spec.calibrates:
+            manifest = _calibrated_build(ctx, services, base, spec, profile, tmp / "emulator", start, on_build)
+        else:
+            manifest = build_emulator(base, spec, profile, tmp / "emulator", on_progress=on_build)
         if manifest.emulator_id != row.id:
             raise RuntimeError(f"built emulator id {manifest.emulator_id} != requested {row.id} (settings changed?)")
         ctx.progress(0.98, "publishing the emulator files", force=True)

@@ -4,6 +4,7 @@
     adapters/<adapter id>/<file>          an uploaded adapter
     evaluations/<evaluation id>/data.jsonl  a data owner's uploaded evaluation items
     agreements/<check id>/prompts.jsonl   a data owner's unlabelled prompts for an agreement check
+    prompt-sets/<set id>/prompts.jsonl    a data owner's unlabelled prompts for task calibration
 """
 
 from __future__ import annotations
@@ -37,3 +38,11 @@ def agreement_prefix(check_id: str) -> str:
 
 def agreement_prompts(check_id: str) -> str:
     return f"{agreement_prefix(check_id)}/prompts.jsonl"
+
+
+def prompt_set_prefix(set_id: str) -> str:
+    return f"prompt-sets/{set_id}"
+
+
+def prompt_set_data(set_id: str) -> str:
+    return f"{prompt_set_prefix(set_id)}/prompts.jsonl"

@@ -88,6 +88,15 @@ def test_data_owner_workflow_through_the_cli(server: Server, env: dict[str, str]
     refused = run(CLIENT_CLI, env, "emulators", "check", emulator_id, "--data", str(labelled), ok=False)
     assert refused.returncode != 0 and "label" in refused.stderr and "Traceback" not in refused.stderr
 
+    # a task-calibrated emulator: the prompts go up once, the emulator is refined on them in the worker
+    prompts.write_text("".join(json.dumps({"context": f"Q{i}: the sky is", "choices": [" blue", " green"]}) + "\n"
+                               for i in range(10)))
+    calibrated = scaleot_json(env, "emulators", "request", "--model", "tiny-llama", "--method", "scaleot",
+                              "--alpha", "0.5", "--adapter-bottom", "1", "--adapter-top", "1", "--calibrate",
+                              str(prompts), "--wait")
+    assert calibrated["state"] == "succeeded" and calibrated["id"] != emulator_id, calibrated
+    assert calibrated["manifest"]["calibration"]["n_prompts"] + calibrated["manifest"]["calibration"]["n_check"] == 10
+
     # an interrupted download: stop after the first chunk of the weights file
     out = tmp_path / "emulator"
     original_chunk = download_module.CHUNK

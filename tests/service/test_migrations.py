@@ -33,8 +33,8 @@ def test_fresh_database_is_migrated_and_matches_the_models(tmp_path: Path) -> No
         command.downgrade(alembic_config(connection), "base")
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     assert upgrade(engine) == "0002"
-    assert {"owner", "api_key", "job", "emulator", "emulator_grant", "adapter", "evaluation", "agreement_check"} <= set(
-        inspect(engine).get_table_names())
+    assert {"owner", "api_key", "job", "emulator", "emulator_grant", "adapter", "evaluation", "agreement_check",
+            "prompt_set"} <= set(inspect(engine).get_table_names())
 
 
 def test_processes_starting_at_once_upgrade_a_fresh_database_once(tmp_path: Path) -> None:

@@ -11,9 +11,18 @@ from sqlmodel import Session, col, select
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.services.errors import Conflict, NotFound
-from model_owner_server.db.models import Adapter, AgreementCheck, Emulator, EmulatorGrant, Evaluation, Job, JobState
+from model_owner_server.db.models import (
+    Adapter,
+    AgreementCheck,
+    Emulator,
+    EmulatorGrant,
+    Evaluation,
+    Job,
+    JobState,
+    PromptSet,
+)
 
-T = TypeVar("T", Emulator, Adapter, Evaluation, AgreementCheck)
+T = TypeVar("T", Emulator, Adapter, Evaluation, AgreementCheck, PromptSet)
 
 
 # the shape of every id the service hands out (`emu-<hex>`, `ada-<hex>`, ...); anything else cannot exist,
@@ -87,4 +96,12 @@ def visible_agreement(session: Session, principal: Principal, check_id: str) -> 
     row = _lookup(session, AgreementCheck, "agreement check", check_id)
     if not (principal.is_admin or row.owner_id == principal.owner_id):
         raise not_found("agreement check", check_id)
+    return row
+
+
+def visible_prompt_set(session: Session, principal: Principal, set_id: str) -> PromptSet:
+    """Only the owner who uploaded a prompt set sees it (the admin too)."""
+    row = _lookup(session, PromptSet, "prompt set", set_id)
+    if not (principal.is_admin or row.owner_id == principal.owner_id):
+        raise not_found("prompt set", set_id)
     return row

@@ -13,29 +13,17 @@ from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.access import built_emulator
 from model_owner_server.app.services.errors import Conflict, Unprocessable
+from model_owner_server.app.services.prompt_sets import read_prompt_file
 from model_owner_server.db.models import AgreementCheck, JobKind
 from model_owner_server.emulators.task_calibration import prompt_set_sha256
 from model_owner_server.jobs import queue
 from model_owner_server.storage.keys import agreement_prompts
-from shared.data_formats import DataFormatError, Prompt, load_prompt_jsonl
-
-
-def check_fields(fields: dict[str, str], file_parts: int) -> None:
-    problems = [f"unexpected field {name!r}; send only the file part" for name in sorted(fields)]
-    if file_parts != 1:
-        problems.append(f"exactly one 'file' part (prompt JSONL) is needed, got {file_parts}")
-    if problems:
-        raise Unprocessable({"message": "invalid multipart agreement request", "problems": problems})
+from shared.data_formats import Prompt
 
 
 def read_prompts(path: Path, filename: str) -> list[Prompt]:
     """Every row checked (422 naming each bad line); at least one prompt with two or more choices."""
-    try:
-        prompts = load_prompt_jsonl(path)
-    except DataFormatError as exc:
-        problems = [p.replace(str(path), filename) for p in exc.problems]
-        raise Unprocessable({"message": f"{filename}: {len(problems)} problem(s) in the prompt JSONL",
-                             "problems": problems}) from exc
+    prompts = read_prompt_file(path, filename)
     if not any(len(p.choices) >= 2 for p in prompts):
         raise Unprocessable(f"{filename}: no row has 'choices'; an agreement check compares the answers to "
                             "multiple-choice prompts: give each row at least two choices")

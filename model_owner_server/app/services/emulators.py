@@ -16,16 +16,38 @@ from sqlmodel import Session, col, select
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
+from model_owner_server.app.services.access import visible_prompt_set
 from model_owner_server.app.services.errors import Conflict, Unprocessable
 from model_owner_server.app.services.ids import emulator_id, spec_stage1_config
-from model_owner_server.base_models import BaseModelError
+from model_owner_server.app.services.prompt_sets import check_context_window
+from model_owner_server.base_models import BaseModelError, LoadedBase
 from model_owner_server.db.models import FINISHED, Emulator, EmulatorGrant, Job, JobKind, JobState
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.jobs import queue
+from model_owner_server.storage.keys import prompt_set_prefix
+from shared.data_formats import load_prompt_jsonl
+from shared.scoring import max_length
 
 
-def resolve(state: AppState, spec: EmulatorSpec) -> tuple[str, str | None]:
-    """(emulator id, stage-1 config JSON or None); raises 422/409 for requests that cannot be built."""
+def _calibration(session: Session, state: AppState, spec: EmulatorSpec, principal: Principal,
+                 base: LoadedBase) -> EmulatorSpec:
+    """The spec with the prompt set's hash and owner filled in (both part of the id); 404 for a prompt set the
+    caller does not own, 422 for an emulator without harmonizers or prompts beyond the context window."""
+    assert spec.calibration_prompts is not None
+    if spec.method != "scaleot" or not spec.options.harmonizers or spec.alpha == 0:
+        raise Unprocessable("calibration_prompts needs a scaleot emulator with harmonizers (alpha > 0): "
+                            "calibration refines the harmonizers")
+    prompt_set = visible_prompt_set(session, principal, spec.calibration_prompts)
+    prompts = load_prompt_jsonl(state.store.local_dir(prompt_set_prefix(prompt_set.id)) / "prompts.jsonl")
+    check_context_window(prompts, base.tokenizer, max_length(base.model, base.tokenizer), prompt_set.id)
+    return spec.model_copy(update={"calibration_sha256": prompt_set.sha256,
+                                   "calibration_owner": principal.owner_id or "admin"})
+
+
+def resolve(state: AppState, spec: EmulatorSpec, session: Session | None = None,
+            principal: Principal | None = None) -> tuple[str, str | None, EmulatorSpec]:
+    """(emulator id, stage-1 config JSON or None, the spec as built); raises 422/409/404 for requests that
+    cannot be built."""
     served = state.settings.models
     if spec.base_model not in served:
         raise Unprocessable(f"base_model {spec.base_model!r} is not served here; choose one of {', '.join(served)}")
@@ -39,7 +61,11 @@ def resolve(state: AppState, spec: EmulatorSpec) -> tuple[str, str | None]:
         stage1 = spec_stage1_config(spec, state.settings.stage1)
     except ValueError as exc:
         raise Unprocessable(str(exc)) from exc
-    return emulator_id(spec, base, stage1), stage1.model_dump_json() if stage1 else None
+    if spec.calibration_prompts is not None:
+        if session is None or principal is None:
+            raise Unprocessable("a calibrated emulator is requested by a data owner through the service")
+        spec = _calibration(session, state, spec, principal, base)
+    return emulator_id(spec, base, stage1), stage1.model_dump_json() if stage1 else None, spec
 
 
 def _grant(session: Session, emulator_id: str, principal: Principal) -> None:
@@ -55,7 +81,7 @@ def _cancelled(session: Session, row: Emulator) -> bool:
 
 
 def request_emulator(session: Session, state: AppState, spec: EmulatorSpec, principal: Principal) -> Emulator:
-    eid, stage1_json = resolve(state, spec)
+    eid, stage1_json, spec = resolve(state, spec, session, principal)
     for _ in range(3):  # a concurrent identical request may insert the row first: then attach to it
         row = session.get(Emulator, eid, with_for_update=True)  # serialised with cancels (Postgres)
         try:

@@ -7,11 +7,20 @@ from functools import lru_cache
 
 from sqlmodel import Session
 
-from model_owner_server.db.models import Adapter, AgreementCheck, Emulator, Evaluation, Job, JobState
+from model_owner_server.db.models import Adapter, AgreementCheck, Emulator, Evaluation, Job, JobState, PromptSet
 from model_owner_server.evaluation.matrix import EvaluationMatrix
 from model_owner_server.storage.base import ArtifactStore
 from model_owner_server.storage.keys import emulator_file
-from shared.api import AdapterOut, AgreementOut, AgreementResult, EmulatorFile, EmulatorOut, EvaluationOut, JobStatus
+from shared.api import (
+    AdapterOut,
+    AgreementOut,
+    AgreementResult,
+    EmulatorFile,
+    EmulatorOut,
+    EvaluationOut,
+    JobStatus,
+    PromptSetOut,
+)
 from shared.manifest import MANIFEST_NAME, EmulatorManifest, FileEntry
 
 
@@ -68,3 +77,7 @@ def agreement_out(session: Session, row: AgreementCheck) -> AgreementOut:
     return AgreementOut(id=row.id, emulator_id=row.emulator_id, n_prompts=row.n_prompts, state=status.state,
                         progress=status.progress, error=status.error, status=status, result=result,
                         created_at=row.created_at)
+
+
+def prompt_set_out(row: PromptSet) -> PromptSetOut:
+    return PromptSetOut(id=row.id, n_prompts=row.n_prompts, sha256=row.sha256, created_at=row.created_at)

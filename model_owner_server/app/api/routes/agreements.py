@@ -18,6 +18,7 @@ from model_owner_server.app.api.routing import answer, api_router
 from model_owner_server.app.api.workdir import request_workdir
 from model_owner_server.app.services import agreements as service
 from model_owner_server.app.services.access import visible_agreement
+from model_owner_server.app.services.prompt_sets import check_fields
 from model_owner_server.app.services.views import agreement_out
 from model_owner_server.db.models import AgreementCheck
 from shared.api import AgreementList, AgreementOut
@@ -44,7 +45,7 @@ async def check_agreement(emulator_id: str, request: HttpRequest, state: StateDe
     with request_workdir(state, "agreement-") as work:
         form = await parse_multipart(request, work, state.settings.max_upload_bytes)
         files = [f for f in form.files if f.field == "file"]
-        service.check_fields(form.fields, len(files))
+        check_fields(form.fields, len(files), "agreement request")
         prompts = await run_in_threadpool(service.read_prompts, files[0].path, files[0].filename)
 
         def create() -> AgreementOut:
