@@ -499,6 +499,25 @@ def bench_agreement(
     typer.echo(agreement_study.markdown(study))
 
 
+@app.command("compare-runs")
+def bench_compare_runs(
+    a: Annotated[Path, typer.Argument(help="a transfer-split JSON (A)")],
+    b: Annotated[Path, typer.Argument(help="a transfer-split JSON of the same task and test items (B)")],
+    label: Annotated[str, typer.Option(help="file name label: results/compare-LABEL.{json,md}")] = "runs",
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """Row-by-row paired differences A - B between two transfer-split runs (e.g. calibrated vs not)."""
+    from benchmarks.reports import compare_runs
+    from model_owner_server.cli_support import fail, one_line
+
+    try:
+        result = compare_runs.run(a, b, out, label)
+    except (OSError, ValueError, KeyError) as exc:
+        fail(one_line(exc))
+        return
+    typer.echo(compare_runs.markdown(result))
+
+
 @app.command("transfer-split")
 def bench_transfer_split(
     model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",

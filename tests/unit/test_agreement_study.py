@@ -48,3 +48,22 @@ def test_study_points_reads_every_measured_task_and_variant(tmp_path: Path) -> N
     path.write_text(json.dumps(data))
     found = study_points([path])
     assert [(task, summary["method"]) for _, task, summary, _ in found] == [("a", "scaleot"), ("a", "uniform")]
+
+
+def test_compare_runs_pairs_rows_over_shared_seeds(tmp_path: Path) -> None:
+    from benchmarks.reports.compare_runs import compare
+
+    def run(plug: list[str], seeds: list[int]) -> dict[str, object]:
+        return {"benchmark": "transfer-split", "task": "t", "n_test": 4, "seeds": seeds,
+                "rows": {"full_zero_shot": {"correct": ["0101"]}, "plug_in": {"correct": plug}},
+                "agreement": {"agreement": 0.5}}
+
+    (tmp_path / "a.json").write_text(json.dumps(run(["1111", "1100"], [0, 1])))
+    (tmp_path / "b.json").write_text(json.dumps(run(["0000"], [0])))
+    result = compare(tmp_path / "a.json", tmp_path / "b.json")
+    rows = {r.row: r for r in result.rows}
+    assert result.seeds == [0] and rows["plug_in"].a == 100.0 and rows["plug_in"].a_minus_b.mean == 100.0
+    assert rows["full_zero_shot"].a_minus_b.mean == 0.0 and result.agreement == {"a": 0.5, "b": 0.5}
+    (tmp_path / "c.json").write_text(json.dumps({**run(["0000"], [0]), "task": "other"}))
+    with pytest.raises(ValueError, match="different tasks"):
+        compare(tmp_path / "a.json", tmp_path / "c.json")
