@@ -32,7 +32,8 @@ EXAMPLES: dict[str, Any] = {
 
 @router.post("", response_model=EmulatorOut, status_code=status.HTTP_202_ACCEPTED,
              summary="Request an emulator (same parameters -> same emulator, built once)",
-             responses={409: {"description": "base model not prepared"}, 422: {"description": "invalid request"}})
+             responses={404: {"description": "calibration_prompts names no prompt set of yours"},
+                        409: {"description": "base model not prepared"}, 422: {"description": "invalid request"}})
 def request_emulator(
     state: StateDep, session: SessionDep, principal: PrincipalDep,
     spec: Annotated[EmulatorRequest, Body(openapi_examples=EXAMPLES)],
