@@ -210,7 +210,7 @@ class AgreementResult(BaseModel):
                              "choice) as the full model does")
     mean_kl: float = Field(ge=0, description="mean KL(full || emulator) of the answer distributions over the choices")
     threshold: float = Field(description="agreement at or above which adapters tuned on this emulator are likely to "
-                             "transfer (measured: results/agreement-smollm2-135m.json)")
+                             "transfer (measured: results/agreement-smollm2-135m-n150.json)")
     likely_to_transfer: bool
     verdict: str
 

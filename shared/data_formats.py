@@ -24,6 +24,7 @@ MC_FORMAT = '{"context": str, "choices": [str, str, ...], "label": int}'
 PROMPT_FORMAT = '{"context": str, "choices": [str, str, ...]} (no label or target)'
 MAX_PROMPTS = 2_000  # rows of one prompt set (an agreement check or a calibration)
 MAX_PROMPT_CHARS = 20_000  # characters of one prompt's context and choices together
+MAX_PROMPT_CHOICES = 64  # choices of one prompt (each is one scored continuation)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,8 @@ def _parse_prompt(row: dict[str, Any]) -> tuple[Prompt | None, list[str]]:
     if problems:
         return None, problems
     choices = tuple(example.choices) if example is not None else ()
+    if len(choices) > MAX_PROMPT_CHOICES:
+        return None, [f"{len(choices)} choices; at most {MAX_PROMPT_CHOICES} per prompt"]
     context = str(row["context"])
     if not context and not choices:
         return None, ["field 'context' is empty and there are no choices: nothing to compare"]

@@ -84,3 +84,12 @@ def test_a_queued_check_can_be_cancelled(client: TestClient, worker: Worker, ali
     assert cancelled.status_code == 202
     worker.run_until_idle()
     assert client.get(f"/v1/agreements/{queued['id']}", headers=alice).json()["state"] == "cancelled"
+
+
+def test_the_work_of_one_check_is_bounded(client: TestClient, alice: Headers, built: dict[str, Any]) -> None:
+    emulator_id = built["emulator"]["id"]
+    many = check(client, alice, emulator_id, [{"context": "q", "choices": [f"c{i}" for i in range(65)]}])
+    assert many.status_code == 422 and "at most 64 per prompt" in json.dumps(many.json())
+    rows = [{"context": f"q{i}", "choices": [f"c{j}" for j in range(64)]} for i in range(313)]  # 20,032 choices
+    total = check(client, alice, emulator_id, rows)
+    assert total.status_code == 422 and "at most 20000" in total.json()["detail"]

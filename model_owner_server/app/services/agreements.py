@@ -20,10 +20,16 @@ from model_owner_server.jobs import queue
 from model_owner_server.storage.keys import agreement_prompts
 from shared.data_formats import Prompt
 
+MAX_SCORINGS = 20_000  # choices over all prompts: each is scored on both models
+
 
 def read_prompts(path: Path, filename: str) -> list[Prompt]:
     """Every row checked (422 naming each bad line); at least one prompt with two or more choices."""
     prompts = read_prompt_file(path, filename)
+    scorings = sum(len(p.choices) for p in prompts)
+    if scorings > MAX_SCORINGS:
+        raise Unprocessable(f"{filename}: {scorings} choices in all; an agreement check scores at most {MAX_SCORINGS} "
+                            "(send fewer prompts: a few hundred like yours are enough)")
     if not any(len(p.choices) >= 2 for p in prompts):
         raise Unprocessable(f"{filename}: no row has 'choices'; an agreement check compares the answers to "
                             "multiple-choice prompts: give each row at least two choices")
