@@ -12,7 +12,7 @@ from sqlmodel import Session
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.access import built_emulator
-from model_owner_server.app.services.errors import Conflict, Unprocessable
+from model_owner_server.app.services.errors import Unprocessable
 from model_owner_server.app.services.prompt_sets import read_prompt_file
 from model_owner_server.db.models import AgreementCheck, JobKind
 from model_owner_server.emulators.task_calibration import prompt_set_sha256
@@ -50,11 +50,3 @@ def create_check(session: Session, state: AppState, principal: Principal, emulat
     session.commit()
     return row
 
-
-def cancel_check(state: AppState, row: AgreementCheck) -> None:
-    if row.job_id is None:
-        raise Conflict("nothing to cancel")
-    try:
-        queue.request_cancel(state.engine, row.job_id)
-    except ValueError as exc:
-        raise Conflict(str(exc)) from exc

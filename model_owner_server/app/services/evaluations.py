@@ -13,7 +13,7 @@ from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.errors import Conflict, Unprocessable
-from model_owner_server.db.models import Evaluation, JobKind
+from model_owner_server.db.models import AgreementCheck, Evaluation, JobKind
 from model_owner_server.jobs import queue
 from model_owner_server.storage.keys import evaluation_data
 from shared.api import MAX_EVAL_LIMIT
@@ -95,8 +95,9 @@ def create_evaluation(session: Session, state: AppState, principal: Principal, a
     return row
 
 
-def cancel_evaluation(state: AppState, row: Evaluation) -> None:
-    """Ask the worker to stop the evaluation's job; Conflict once it has finished."""
+def cancel_job(state: AppState, row: Evaluation | AgreementCheck) -> None:
+    """Ask the worker to stop the job of an evaluation (or an agreement check, a job of the same kind of
+    life: queued, scored, stored); Conflict once it has finished."""
     if row.job_id is None:
         raise Conflict("nothing to cancel")
     try:

@@ -18,6 +18,7 @@ from model_owner_server.app.api.routing import answer, api_router
 from model_owner_server.app.api.workdir import request_workdir
 from model_owner_server.app.services import agreements as service
 from model_owner_server.app.services.access import visible_agreement
+from model_owner_server.app.services.evaluations import cancel_job
 from model_owner_server.app.services.prompt_sets import check_fields
 from model_owner_server.app.services.views import agreement_out
 from model_owner_server.db.models import AgreementCheck
@@ -77,6 +78,6 @@ def get_check(check_id: str, session: ReadSessionDep, principal: PrincipalDep) -
              responses={404: {"description": "not found"}, 409: {"description": "already finished"}})
 def cancel_check(check_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep) -> AgreementOut:
     row = visible_agreement(session, principal, check_id)
-    service.cancel_check(state, row)
+    cancel_job(state, row)
     session.expire_all()
     return agreement_out(session, row)

@@ -93,9 +93,9 @@ def get_evaluation(evaluation_id: str, session: ReadSessionDep, principal: Princ
 @router.post("/{evaluation_id}/cancel", response_model=EvaluationOut, status_code=status.HTTP_202_ACCEPTED,
              summary="Cancel a queued or running evaluation",
              responses={404: {"description": "not found"}, 409: {"description": "already finished"}})
-def cancel_evaluation(evaluation_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep
+def cancel_job(evaluation_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep
                       ) -> EvaluationOut:
     row = visible_evaluation(session, principal, evaluation_id)
-    service.cancel_evaluation(state, row)
+    service.cancel_job(state, row)
     session.expire_all()
     return evaluation_out(session, row)
