@@ -93,7 +93,7 @@ def get_evaluation(evaluation_id: str, session: ReadSessionDep, principal: Princ
 @router.post("/{evaluation_id}/cancel", response_model=EvaluationOut, status_code=status.HTTP_202_ACCEPTED,
              summary="Cancel a queued or running evaluation",
              responses={404: {"description": "not found"}, 409: {"description": "already finished"}})
-def cancel_job(evaluation_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep
+def cancel_evaluation(evaluation_id: str, state: StateDep, session: SessionDep, principal: PrincipalDep
                       ) -> EvaluationOut:
     row = visible_evaluation(session, principal, evaluation_id)
     service.cancel_job(state, row)
