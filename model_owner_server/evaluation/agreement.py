@@ -81,7 +81,7 @@ def measure_agreement(full: PreTrainedModel, emulator: PreTrainedModel, tokenize
 
 # Agreement at or above which emulator-tuned adapters transferred (utility gap <= 5 points) on the measured
 # emulators and tasks: `threshold.agreement` of results/agreement-smollm2-135m-n150.json (`scaleot-bench agreement`).
-TRANSFER_THRESHOLD = 0.5
+TRANSFER_THRESHOLD = 0.72
 
 
 def verdict(report: AgreementReport, threshold: float = TRANSFER_THRESHOLD) -> tuple[bool, str]:
