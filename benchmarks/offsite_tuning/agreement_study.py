@@ -191,8 +191,7 @@ def markdown(study: AgreementStudy) -> str:
              f"{study.model_note}; profile `{study.profile_id}`, {study.dtype}. Agreement and KL on the test prompts "
              f"({'all' if study.n_test is None else f'the first {study.n_test}'} of each task; labels unused); "
              "utility gaps from the committed results: " + ", ".join(f"`{s}`" for s in study.sources)
-             + ("." if study.distilled else " (OT-KD rows left out: `--distilled` measures them).")
-             + " Base model: " + study.model_note + ".", "",
+             + ("." if study.distilled else " (OT-KD rows left out: `--distilled` measures them)."), "",
              "Spearman's rho with the utility gap across all points (95% bootstrap over points; points of one task "
              "share its test items, so the interval is optimistic):", "",
              "| metric | rho | 95% CI | points |", "|---|---|---|---|"]
