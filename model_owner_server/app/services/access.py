@@ -23,6 +23,7 @@ from model_owner_server.db.models import (
 )
 
 T = TypeVar("T", Emulator, Adapter, Evaluation, AgreementCheck, PromptSet)
+Owned = TypeVar("Owned", Adapter, Evaluation, AgreementCheck, PromptSet)
 
 
 # the shape of every id the service hands out (`emu-<hex>`, `ada-<hex>`, ...); anything else cannot exist,
@@ -38,6 +39,14 @@ def not_found(kind: str, object_id: str) -> NotFound:
 def _lookup(session: Session, model: type[T], kind: str, object_id: str) -> T:
     row = session.get(model, object_id) if _ID.fullmatch(object_id) else None
     if row is None:
+        raise not_found(kind, object_id)
+    return row
+
+
+def _owned(session: Session, principal: Principal, model: type[Owned], kind: str, object_id: str) -> Owned:
+    """A row its data owner (or the admin) may see; anyone else's is reported as not found."""
+    row = _lookup(session, model, kind, object_id)
+    if not (principal.is_admin or row.owner_id == principal.owner_id):
         raise not_found(kind, object_id)
     return row
 
@@ -79,29 +88,17 @@ def built_emulator(session: Session, principal: Principal, emulator_id: str, the
 
 
 def visible_adapter(session: Session, principal: Principal, adapter_id: str) -> Adapter:
-    row = _lookup(session, Adapter, "adapter", adapter_id)
-    if not (principal.is_admin or row.owner_id == principal.owner_id):
-        raise not_found("adapter", adapter_id)
-    return row
+    return _owned(session, principal, Adapter, "adapter", adapter_id)
 
 
 def visible_evaluation(session: Session, principal: Principal, evaluation_id: str) -> Evaluation:
-    row = _lookup(session, Evaluation, "evaluation", evaluation_id)
-    if not (principal.is_admin or row.owner_id == principal.owner_id):
-        raise not_found("evaluation", evaluation_id)
-    return row
+    return _owned(session, principal, Evaluation, "evaluation", evaluation_id)
 
 
 def visible_agreement(session: Session, principal: Principal, check_id: str) -> AgreementCheck:
-    row = _lookup(session, AgreementCheck, "agreement check", check_id)
-    if not (principal.is_admin or row.owner_id == principal.owner_id):
-        raise not_found("agreement check", check_id)
-    return row
+    return _owned(session, principal, AgreementCheck, "agreement check", check_id)
 
 
 def visible_prompt_set(session: Session, principal: Principal, set_id: str) -> PromptSet:
     """Only the owner who uploaded a prompt set sees it (the admin too)."""
-    row = _lookup(session, PromptSet, "prompt set", set_id)
-    if not (principal.is_admin or row.owner_id == principal.owner_id):
-        raise not_found("prompt set", set_id)
-    return row
+    return _owned(session, principal, PromptSet, "prompt set", set_id)
