@@ -37,6 +37,11 @@ class Prompt:
     choices: tuple[str, ...] = ()
 
 
+def unlabelled(examples: Iterable[MCExample]) -> list[Prompt]:
+    """Multiple-choice rows as prompts: the context and choices, the label dropped."""
+    return [Prompt(e.context, tuple(e.choices)) for e in examples]
+
+
 @dataclass(frozen=True)
 class TrainExample:
     """One training row; a `{"text"}` row has context "" (loss on the whole text)."""

@@ -31,7 +31,7 @@ from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.evaluation.agreement import choice_loglikelihoods, compare_answers
 from shared.artifacts import load_emulator
-from shared.data_formats import Prompt
+from shared.data_formats import Prompt, unlabelled
 from shared.precision import dtype_name, model_dtype
 from shared.tasks import load_mc_task
 
@@ -131,7 +131,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, sources: list[Path], out_d
         if task not in prompts_of:
             test = load_mc_task(task).test
             test = test if n_test is None else test[:n_test]
-            prompts_of[task] = [Prompt(e.context, tuple(e.choices)) for e in test]
+            prompts_of[task] = unlabelled(test)
         return prompts_of[task]
 
     # an emulator depends on the variant, not the task: build each once and score every task it was measured on

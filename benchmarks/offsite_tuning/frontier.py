@@ -68,10 +68,9 @@ def recommendations(frontier: FrontierFile, targets: Sequence[float] = TARGETS) 
     rows = []
     for target in targets:
         try:
-            point = recommended_point(frontier, target)
-            rows.append({"target_privacy_gap": target, "alpha": point.alpha, "beta": point.beta,
-                         "privacy_gap": point.model_dump(mode="json")["privacy_gap"],
-                         "utility_gap": point.model_dump(mode="json")["utility_gap"]})
+            point = recommended_point(frontier, target).model_dump(mode="json")
+            rows.append({"target_privacy_gap": target, **{k: point[k] for k in ("alpha", "beta", "privacy_gap",
+                                                                                  "utility_gap")}})
         except NoRecommendationError as exc:
             rows.append({"target_privacy_gap": target, "alpha": None, "beta": None, "reason": str(exc)})
     return rows

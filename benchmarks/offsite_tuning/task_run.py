@@ -33,7 +33,7 @@ from model_owner_server.evaluation.run import evaluate_adapter
 from model_owner_server.plug_in import check_adapter
 from shared.artifacts import ArtifactError, load_emulator, verify_emulator
 from shared.cache import cache_dir
-from shared.data_formats import MCExample, Prompt, TrainExample
+from shared.data_formats import MCExample, TrainExample, unlabelled
 from shared.manifest import EmulatorManifest, EmulatorOptions
 from shared.tasks import TaskData, as_training_examples
 
@@ -166,7 +166,7 @@ def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant,
     emulator, _, _ = load_emulator(emu_dir)
     fidelity = measure_fidelity(base, emulator, manifest, train, budget.fidelity_batches)
     # emulator-full agreement on the test prompts (their labels unused): the transfer predictor
-    prompts = [Prompt(e.context, tuple(e.choices)) for e in test]
+    prompts = unlabelled(test)
     if full_lls is None:
         full_lls = choice_loglikelihoods(base.model, base.tokenizer, prompts)
     agreement = compare_answers(full_lls, choice_loglikelihoods(emulator, base.tokenizer, prompts))
@@ -234,7 +234,7 @@ def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExam
                         validation_majority=majority_share(validation))
     if save_partial is not None:
         save_partial(result)
-    full_lls = choice_loglikelihoods(base.model, base.tokenizer, [Prompt(e.context, tuple(e.choices)) for e in test])
+    full_lls = choice_loglikelihoods(base.model, base.tokenizer, unlabelled(test))
     for v in variants:
         row = _variant_row(base, profile, v, train, test, budget, lrs["adapter"].lr, {"full_zero_shot": full_zero},
                            upper_scores, workdir / task, task, log, full_lls)

@@ -66,7 +66,7 @@ from model_owner_server.plug_in import CheckedAdapter, check_adapter, emulator_w
 from shared.adapter_format import block_tensors, save_adapter
 from shared.artifacts import load_emulator, write_emulator
 from shared.blocks import find_block_stack
-from shared.data_formats import MCExample, Prompt
+from shared.data_formats import MCExample, unlabelled
 from shared.scoring import score_multiple_choice
 from shared.tasks import TaskData
 
@@ -168,7 +168,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
         emu_dir, manifest = variant_emulator(base, variant_spec(base, profile, variant), profile, workdir, log)
         emulator, _, _ = load_emulator(emu_dir)
         if calibration is not None:
-            prompts = [Prompt(e.context, tuple(e.choices)) for e in data.train[: budget.n_train]]  # no labels
+            prompts = unlabelled(data.train[: budget.n_train])  # no labels
             before = score_multiple_choice(emulator, base.tokenizer, test)
             result["agreement_before_calibration"] = compare_answers(
                 zero_shot_lls["full_zero_shot"], [p.loglikelihoods for p in before.predictions]).model_dump()

@@ -8,7 +8,7 @@ from sqlmodel import Session
 from model_owner_server.db.models import AgreementCheck, Emulator
 from model_owner_server.evaluation.agreement import TRANSFER_THRESHOLD, measure_agreement, verdict
 from model_owner_server.jobs.worker import JobContext, WorkerServices
-from model_owner_server.storage.keys import agreement_prefix, emulator_prefix
+from model_owner_server.storage.keys import PROMPTS_FILE, agreement_prefix, emulator_prefix
 from shared.api import AgreementResult
 from shared.artifacts import load_emulator
 from shared.data_formats import load_prompt_jsonl
@@ -21,7 +21,7 @@ def run_agreement_check(ctx: JobContext, services: WorkerServices) -> str:
     if row is None or emulator_row is None:
         raise LookupError(f"agreement check {ctx.job.subject_id} or its emulator no longer exists")
     ctx.progress(0.0, "loading the prompts and the emulator", force=True)
-    prompts = load_prompt_jsonl(services.store.local_dir(agreement_prefix(row.id)) / "prompts.jsonl")
+    prompts = load_prompt_jsonl(services.store.local_dir(agreement_prefix(row.id)) / PROMPTS_FILE)
     model, tokenizer, manifest = load_emulator(services.store.local_dir(emulator_prefix(emulator_row.id)))
     base = services.base_models.get(manifest.base_model)
     report = measure_agreement(base.model, model, tokenizer, prompts,

@@ -22,7 +22,7 @@ from model_owner_server.emulators.task_calibration import (
     prompt_set_sha256,
 )
 from model_owner_server.jobs.worker import JobCancelled, JobContext, WorkerServices
-from model_owner_server.storage.keys import emulator_prefix, prompt_set_prefix
+from model_owner_server.storage.keys import PROMPTS_FILE, emulator_prefix, prompt_set_prefix
 from shared.artifacts import write_emulator
 from shared.data_formats import load_prompt_jsonl
 from shared.manifest import EmulatorManifest
@@ -37,7 +37,7 @@ def _calibrated_build(ctx: JobContext, services: WorkerServices, base: LoadedBas
     assert spec.calibration_prompts is not None
     emulator, manifest = generate_emulator(base, spec, profile, on_progress=lambda f, m: on_build(0.2 * f, m))
     prompts = load_prompt_jsonl(services.store.local_dir(prompt_set_prefix(spec.calibration_prompts))
-                                / "prompts.jsonl")
+                                / PROMPTS_FILE)
     if prompt_set_sha256(prompts) != spec.calibration_sha256:
         raise RuntimeError(f"prompt set {spec.calibration_prompts} changed since the emulator was requested")
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 UPLOADED_DATA = "data.jsonl"  # the uploaded evaluation items, under evaluation_prefix
+PROMPTS_FILE = "prompts.jsonl"  # a data owner's unlabelled prompts, under agreement_prefix and prompt_set_prefix
 
 
 def emulator_prefix(emulator_id: str) -> str:
@@ -37,7 +38,7 @@ def agreement_prefix(check_id: str) -> str:
 
 
 def agreement_prompts(check_id: str) -> str:
-    return f"{agreement_prefix(check_id)}/prompts.jsonl"
+    return f"{agreement_prefix(check_id)}/{PROMPTS_FILE}"
 
 
 def prompt_set_prefix(set_id: str) -> str:
@@ -45,4 +46,4 @@ def prompt_set_prefix(set_id: str) -> str:
 
 
 def prompt_set_data(set_id: str) -> str:
-    return f"{prompt_set_prefix(set_id)}/prompts.jsonl"
+    return f"{prompt_set_prefix(set_id)}/{PROMPTS_FILE}"

@@ -24,7 +24,7 @@ from model_owner_server.base_models import BaseModelError, LoadedBase
 from model_owner_server.db.models import FINISHED, Emulator, EmulatorGrant, Job, JobKind, JobState
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.jobs import queue
-from model_owner_server.storage.keys import prompt_set_prefix
+from model_owner_server.storage.keys import PROMPTS_FILE, prompt_set_prefix
 from shared.data_formats import load_prompt_jsonl
 from shared.scoring import max_length
 
@@ -38,7 +38,7 @@ def _calibration(session: Session, state: AppState, spec: EmulatorSpec, principa
         raise Unprocessable("calibration_prompts needs a scaleot emulator with harmonizers (alpha > 0): "
                             "calibration refines the harmonizers")
     prompt_set = visible_prompt_set(session, principal, spec.calibration_prompts)
-    prompts = load_prompt_jsonl(state.store.local_dir(prompt_set_prefix(prompt_set.id)) / "prompts.jsonl")
+    prompts = load_prompt_jsonl(state.store.local_dir(prompt_set_prefix(prompt_set.id)) / PROMPTS_FILE)
     check_context_window(prompts, base.tokenizer, max_length(base.model, base.tokenizer), prompt_set.id)
     return spec.model_copy(update={"calibration_sha256": prompt_set.sha256,
                                    "calibration_owner": principal.owner_id or "admin"})
