@@ -96,6 +96,16 @@ def test_download_etag_range_if_range(client: TestClient, worker: Worker, alice:
     assert stale.status_code == 200 and stale.content == full.content  # changed file: send it whole
     beyond = client.get(url, headers={**alice, "Range": f"bytes={size}-"})
     assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{size}"
+    assert f"is {size} bytes" in beyond.json()["detail"]
+    huge = "9" * 5000  # past Python's 4,300-digit int() limit: once a 500
+    for method in ("GET", "HEAD"):
+        far = client.request(method, url, headers={**alice, "Range": f"bytes={huge}-"})
+        assert far.status_code == 416 and far.headers["content-range"] == f"bytes */{size}"
+        to_end = client.request(method, url, headers={**alice, "Range": f"bytes=10-{huge}"})
+        assert to_end.status_code == 206 and to_end.headers["content-range"] == f"bytes 10-{size - 1}/{size}"
+        suffix = client.request(method, url, headers={**alice, "Range": f"bytes=-{huge}"})
+        assert suffix.status_code == 206 and suffix.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    assert client.get(url, headers={**alice, "Range": f"bytes=10-{huge}"}).content == full.content[10:]
     assert client.get(url, headers={**alice, "If-None-Match": etag}).status_code == 304
     head = client.head(url, headers=alice)
     assert head.status_code == 200 and head.headers["content-length"] == str(size) and head.content == b""

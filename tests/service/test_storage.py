@@ -39,7 +39,13 @@ def test_range_parsing() -> None:
     assert parse_range("bytes=95-500", 100) == ByteRange(95, 99)
     assert parse_range("bytes=0-1,5-6", 100) is None  # several ranges: whole file (RFC 9110 allows it)
     assert parse_range("bytes=9-2", 100) is None and parse_range("items=0-1", 100) is None
-    for bad in ("bytes=100-", "bytes=-0", "bytes=200-300"):
+    huge = "9" * 5000  # more digits than int() parses (4,300): still the right answer, never a ValueError
+    assert parse_range(f"bytes=0-{huge}", 100) == ByteRange(0, 99)
+    assert parse_range(f"bytes=-{huge}", 100) == ByteRange(0, 99)
+    assert parse_range(f"bytes=00000000000000000000000000000000005-{huge}", 100) == ByteRange(5, 99)
+    assert parse_range(f"bytes={huge}-5", 100) is None  # last before first: ignored like any invalid range
+    assert parse_range("bytes=\u0661-\u0662", 100) is None  # non-ASCII digits are not a range
+    for bad in ("bytes=100-", "bytes=-0", "bytes=200-300", f"bytes={huge}-", f"bytes={huge}-{huge}", "bytes=0100-"):
         with pytest.raises(Unsatisfiable):
             parse_range(bad, 100)
     assert range_applies(None, '"e"') and range_applies('"e"', '"e"') and not range_applies('"f"', '"e"')

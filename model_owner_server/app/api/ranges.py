@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SPEC = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits only (RFC 9110's DIGIT); `\d` would also take other scripts' digits
+_SPEC = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 
 
 class Unsatisfiable(ValueError):
@@ -23,6 +24,16 @@ class ByteRange:
         return self.end - self.start + 1
 
 
+def _position(digits: str, size: int) -> int:
+    """A byte position, exact up to the file size: a number with more digits than `size` is past the
+    end whatever its value, so it becomes `size + 1` instead of being parsed (`int()` refuses more
+    than 4,300 digits, and a long one would cost quadratic time)."""
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(size)):
+        return size + 1
+    return int(significant or "0")
+
+
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The requested range, None for "send the whole file" (no header, several ranges or a malformed
     one, which RFC 9110 says to ignore), or Unsatisfiable."""
@@ -35,12 +46,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes
-        n = int(last)
+        n = _position(last, size)
         if n == 0 or size == 0:
             raise Unsatisfiable(header)
         return ByteRange(max(0, size - n), size - 1)
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _position(first, size)
+    end = _position(last, size) if last else size - 1
     if last and end < start:
         return None
     if start >= size:

@@ -9,7 +9,7 @@ import hashlib
 from pathlib import Path
 
 from fastapi import Header, HTTPException, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
@@ -74,8 +74,13 @@ def download_file(
     try:
         wanted = parse_range(range_header, info.size) if range_applies(if_range, etag) else None
     except Unsatisfiable:
-        return Response(status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
-                        headers={**headers, "Content-Range": f"bytes */{info.size}"})
+        # a JSON reason, not the file's attachment headers; the header itself is not echoed (it can
+        # be thousands of characters long)
+        refusal = {k: v for k, v in headers.items() if k != "Content-Disposition"}
+        return JSONResponse({"detail": f"Range not satisfiable: {name} is {info.size} bytes; ask for a single "
+                             f"range bytes=FIRST-LAST with FIRST below {info.size}, or send no Range"},
+                            status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
+                            headers={**refusal, "Content-Range": f"bytes */{info.size}"})
     start, end, code = 0, info.size - 1, status.HTTP_200_OK
     if wanted is not None:
         start, end, code = wanted.start, wanted.end, status.HTTP_206_PARTIAL_CONTENT
