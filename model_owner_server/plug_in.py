@@ -102,7 +102,8 @@ def check_adapter(directory: Path, base: LoadedBase, manifest: EmulatorManifest)
         if problems:
             raise AdapterError(problems)
         return CheckedAdapter("lora", directory, state, config)
-    raise AdapterError([f"{directory}: no {ADAPTER_FILE} and no PEFT pair {PEFT_CONFIG} + {PEFT_WEIGHTS}"])
+    # no directory in the message: it is a server path, and the reason reaches API answers and job errors
+    raise AdapterError([f"no {ADAPTER_FILE} and no PEFT pair {PEFT_CONFIG} + {PEFT_WEIGHTS}"])
 
 
 def plug_in(base: LoadedBase, adapter: CheckedAdapter) -> PreTrainedModel:

@@ -30,7 +30,7 @@ from model_owner_server.app.api.routes import (
     prompt_sets,
 )
 from model_owner_server.app.core.state import AppState
-from model_owner_server.app.services.errors import Conflict, NotFound, ServiceError, Unprocessable
+from model_owner_server.app.services.errors import Conflict, Gone, NotFound, ServiceError, Unprocessable
 from model_owner_server.db.migrate import upgrade
 from model_owner_server.settings import Settings, get_settings
 
@@ -51,7 +51,7 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": cleaned}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
-STATUS_OF = {NotFound: status.HTTP_404_NOT_FOUND, Conflict: status.HTTP_409_CONFLICT,
+STATUS_OF = {NotFound: status.HTTP_404_NOT_FOUND, Conflict: status.HTTP_409_CONFLICT, Gone: status.HTTP_410_GONE,
              Unprocessable: status.HTTP_422_UNPROCESSABLE_CONTENT}
 
 

@@ -20,5 +20,9 @@ class Conflict(ServiceError):
     """The request is valid but the current state does not allow it (retry later, or not at all)."""
 
 
+class Gone(ServiceError):
+    """A stored artifact the request needs is missing or damaged: the caller must provide it again."""
+
+
 class Unprocessable(ServiceError):
     """The request is well-formed but asks for something that cannot be done."""

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
 from transformers import PreTrainedModel
 
 from model_owner_server.app.core.state import AppState
-from model_owner_server.app.services.errors import Unprocessable
+from model_owner_server.app.services.errors import Gone, Unprocessable
 from model_owner_server.db.models import Adapter, Emulator
 from model_owner_server.plug_in import check_adapter, plug_in
 from model_owner_server.storage.keys import adapter_prefix
+from shared.adapter_format import AdapterError
 from shared.api import GenerateOut, GenerateRequest
 from shared.manifest import EmulatorManifest
 from shared.training_batches import pad_token_id
+
+log = logging.getLogger("scaleot.api")
 
 
 def plugged_model(state: AppState, adapter: Adapter, emulator: Emulator) -> tuple[PreTrainedModel, bool]:
@@ -25,7 +29,14 @@ def plugged_model(state: AppState, adapter: Adapter, emulator: Emulator) -> tupl
 
     def build() -> PreTrainedModel:
         base = state.base_models.get(manifest.base_model)
-        checked = check_adapter(state.store.local_dir(adapter_prefix(adapter.id)), base, manifest)
+        try:
+            checked = check_adapter(state.store.local_dir(adapter_prefix(adapter.id)), base, manifest)
+        except (AdapterError, OSError) as exc:
+            # it passed every check at upload, so its stored copy was lost or damaged since: the owner's
+            # log gets the reason, the caller what to do (the reason may hold a server path)
+            log.error("adapter %s: stored file missing or damaged: %s", adapter.id, exc)
+            raise Gone(f"the stored file of adapter {adapter.id} is missing or damaged; upload the adapter "
+                       f"again (POST /v1/adapters with emulator_id {adapter.emulator_id})") from exc
         return plug_in(base, checked)
 
     return state.plugged.get_or_build(adapter.id, build), cached

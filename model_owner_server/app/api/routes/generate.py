@@ -19,6 +19,7 @@ router = api_router(prefix="/v1/adapters", tags=["generation"])
 @router.post("/{adapter_id}/generate", response_model=GenerateOut, summary="Generate text with the plugged model",
              responses={404: {"description": "unknown, or another owner's adapter"},
                         409: {"description": "the emulator of the adapter is not available"},
+                        410: {"description": "the adapter's stored file is missing or damaged: upload it again"},
                         422: {"description": "out-of-bounds values; prompt + max_new_tokens over the context window"}})
 async def generate_text(adapter_id: str, body: GenerateRequest, state: StateDep, principal: PrincipalDep) -> Response:
     def run() -> GenerateOut:
