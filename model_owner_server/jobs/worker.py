@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from model_owner_server.db.models import Job, JobState
 from model_owner_server.emulators.stage1 import Stage1Cancelled
 from model_owner_server.jobs import queue
+from model_owner_server.jobs.errors import public_error
 from model_owner_server.model_cache import BaseModelCache
 from model_owner_server.settings import Settings
 from model_owner_server.storage.base import ArtifactStore
@@ -139,9 +140,8 @@ class Worker:
                 queue.finish(engine, job.id, self.worker_id, JobState.cancelled, f"cancelled ({exc})")
                 outcome = "cancelled"
         except Exception as exc:  # the job failed: record why, keep the worker alive
-            log.exception("job %s failed", job.id)
-            error = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-            queue.finish(engine, job.id, self.worker_id, JobState.failed, "failed", error)
+            log.exception("job %s failed", job.id)  # the details stay here; the API shows a clean reason
+            queue.finish(engine, job.id, self.worker_id, JobState.failed, "failed", public_error(exc, job.id))
         finally:
             beating.set()
             thread.join(timeout=5)
