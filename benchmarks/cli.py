@@ -48,7 +48,8 @@ def bench_paper_table(
                                                    "the four standard tasks; --quick: goal_step_wikihow_goal)")] = None,
     alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced/dropped")] = 0.5,
     variants: Annotated[str, typer.Option(
-        help="method:beta[:alpha] list; methods scaleot, uniform, ot-kd (uniform LayerDrop + distillation)"
+        help="method:beta[:alpha][:calibrated] list; methods scaleot, uniform, ot-kd (uniform LayerDrop + "
+             "distillation); ':calibrated' refines a scaleot emulator on the task's unlabelled training prompts"
     )] = "uniform:0,ot-kd:0,scaleot:0,scaleot:0.5",
     quick: Annotated[bool, typer.Option(help="small budget, one task (under 15 minutes on 2 cores)")] = False,
     n_train: Annotated[int | None, typer.Option(help="override training examples per task")] = None,
@@ -66,6 +67,9 @@ def bench_paper_table(
     adapter: Annotated[str, typer.Option(help="adapter split BOTTOM,TOP: the first and last blocks the data owner "
                                               "tunes (the stage-1 profile is the one of that split)")] = "2,2",
     restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
+    from_results: Annotated[Path | None, typer.Option(
+        help="start from a committed paper-table JSON of the same model, profile and budget: only the variants "
+             "it lacks run, paired with its rows on the same items and seeds")] = None,
 ) -> None:
     """Offsite-tuning matrix with paired CIs; resumable: the same command again skips finished tasks."""
     from benchmarks.offsite_tuning import options, paper_table
@@ -88,7 +92,8 @@ def bench_paper_table(
     profile = stage1_with_progress(base, Stage1Config(adapter_bottom=split[0], adapter_top=split[1]))
     run_label = label or f"{Path(model).name}-{'quick' if quick else 'standard'}{options.adapter_label(split)}"
     try:
-        result = paper_table.run(base, profile, names, parsed, budget, out, run_label, restart=restart)
+        result = paper_table.run(base, profile, names, parsed, budget, out, run_label, restart=restart,
+                                 from_results=from_results)
     except StateMismatchError as exc:
         fail(str(exc))
         return
@@ -556,6 +561,8 @@ def bench_transfer_split(
         variants = options.parse_variants(variant, 0.5, "--variant")
         if len(variants) != 1:
             raise ValueError(f"--variant takes one variant, got {variant!r}")
+        if variants[0].calibrated:
+            raise ValueError("--variant: calibrate with --calibrate (and --calibration for its settings)")
         budget = options.override_budget(paper_table.STANDARD, n_train=n_train, n_test=n_test, seeds=seeds)
         split = options.parse_adapter(adapter)
         config = stage1_config(stage1, split[0], split[1])

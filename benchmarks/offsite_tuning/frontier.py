@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import output
 from benchmarks.offsite_tuning import paper_table
 from benchmarks.offsite_tuning.task_run import Budget, Log, Variant
 from benchmarks.reports import frontier_report
@@ -95,8 +96,7 @@ def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], alphas: 
         betas: Sequence[float], budget: Budget, out_dir: Path, label: str, restart: bool = False,
         load_task: paper_table.TaskLoader = load_mc_task, log: Log | None = None) -> dict[str, Any]:
     raw = paper_table.run(base, profile, tasks, grid_variants(alphas, betas), budget, out_dir, label,
-                          restart=restart, load_task=load_task, prefix="frontier-raw",
-                          **({"log": log} if log is not None else {}))
+                          restart=restart, load_task=load_task, log=log or output.log, prefix="frontier-raw")
     result = frontier_result(raw)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"frontier-{label}.json").write_text(json.dumps(result, indent=1))

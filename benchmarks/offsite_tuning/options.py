@@ -9,6 +9,7 @@ from benchmarks.offsite_tuning.task_run import Budget, Variant
 from model_owner_server.emulators.task_calibration import CalibrationSettings
 from shared.tasks import TASKS
 
+CALIBRATED = "calibrated"
 METHODS = ("scaleot", "uniform", "ot-kd")  # ot-kd: uniform LayerDrop + distillation (Offsite-Tuning)
 
 
@@ -97,18 +98,25 @@ def parse_tasks(text: str) -> list[str]:
 
 
 def parse_variants(text: str, alpha: float, option: str = "--variants") -> list[Variant]:
-    """'method:beta[,...]' at `alpha`, or 'method:beta:alpha' for another alpha."""
+    """'method:beta[,...]' at `alpha`, or 'method:beta:alpha' for another alpha; a trailing ':calibrated'
+    refines the emulator's harmonizers on the task's unlabelled training prompts first."""
     variants = []
     for item in (v.strip() for v in text.split(",") if v.strip()):
         parts = item.split(":")
+        calibrated = len(parts) > 2 and parts[-1] == CALIBRATED
+        if calibrated:
+            parts = parts[:-1]
         try:
             if len(parts) not in (2, 3):
                 raise ValueError
-            variant = Variant(parts[0], float(parts[1]), float(parts[2]) if len(parts) == 3 else alpha)
+            variant = Variant(parts[0], float(parts[1]), float(parts[2]) if len(parts) == 3 else alpha, calibrated)
         except ValueError:
-            raise ValueError(f"{option} must look like uniform:0,scaleot:0.5[:alpha], not {text!r}") from None
+            raise ValueError(f"{option} must look like uniform:0,scaleot:0.5[:alpha][:{CALIBRATED}], "
+                             f"not {text!r}") from None
         if variant.method not in METHODS:
             raise ValueError(f"{option} methods must be one of {', '.join(METHODS)}, not {variant.method!r}")
+        if calibrated and variant.method != "scaleot":
+            raise ValueError(f"{option}: only scaleot emulators have harmonizers to calibrate, not {item!r}")
         variants.append(variant)
     if not variants or len({v.label for v in variants}) != len(variants):
         raise ValueError(f"{option} needs distinct variants, got {text!r}")

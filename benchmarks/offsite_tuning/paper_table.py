@@ -23,7 +23,7 @@ import torch
 
 from benchmarks import output
 from benchmarks.offsite_tuning.records import Cell, TaskResult
-from benchmarks.offsite_tuning.run_state import open_state, save_state
+from benchmarks.offsite_tuning.run_state import StateMismatchError, open_state, save_state
 from benchmarks.offsite_tuning.task_run import (
     Budget,
     Log,
@@ -35,6 +35,7 @@ from benchmarks.offsite_tuning.task_run import (
     rerun_variant,
     run_task,
     split,
+    train_items,
     tuning_for,
 )
 from benchmarks.offsite_tuning.tuning_select import select_task_lrs
@@ -80,13 +81,47 @@ def budget_json(budget: Budget) -> dict[str, Any]:
             "fidelity_batches": budget.fidelity_batches, "tuning": budget.tuning.model_dump()}
 
 
+def seed_state(path: Path, config: dict[str, Any], source: Path) -> None:
+    """Start a run's state from a committed result file (`--from-results`): its finished tasks with their
+    reference rows, learning rates and variant rows, so that this run adds only its new variant rows,
+    paired with the committed ones on the same items and seeds. The result must be of this model, profile
+    and budget; a state that exists already is kept (the run resumes it)."""
+    if path.is_file():
+        return
+    try:
+        stored = json.loads(source.read_text())
+    except (OSError, ValueError) as exc:
+        raise StateMismatchError(f"cannot read {source}: {exc}") from None
+    if not isinstance(stored, dict) or stored.get("benchmark") != "paper-table":
+        raise StateMismatchError(f"{source} is not a paper-table result")
+    mine = json.loads(json.dumps(config, default=str))
+    for key in ("model", "profile_id", "budget"):
+        if stored.get(key) != mine[key]:
+            raise StateMismatchError(f"{source} was run with another {key} ({stored.get(key)!r}, this run "
+                                     f"{mine[key]!r}); its rows cannot be paired with this run's")
+    state = open_state(path, config, unbound=UNBOUND)
+    for task in stored.get("tasks", []):
+        result = TaskResult.model_validate(task)
+        state.tasks[result.task] = result
+        state.lrs[result.task] = result.lr
+    save_state(path, state)
+
+
+UNBOUND = ("variants", "tasks")
+
+
 def run(base: LoadedBase, profile: ImportanceProfile, tasks: list[str], variants: list[Variant], budget: Budget,
         out_dir: Path, label: str, restart: bool = False, load_task: TaskLoader = load_mc_task,
-        log: Log = output.log, prefix: str = "paper-table") -> dict[str, Any]:
-    """Files: `<out_dir>/<prefix>-<label>.{json,md,png}`, state `<out_dir>/.<prefix>-<label>.state.json`."""
+        log: Log = output.log, prefix: str = "paper-table", from_results: Path | None = None) -> dict[str, Any]:
+    """Files: `<out_dir>/<prefix>-<label>.{json,md,png}`, state `<out_dir>/.<prefix>-<label>.state.json`.
+    `from_results`: a committed result of the same model, profile and budget to start from (`seed_state`)."""
     config = run_config(base, profile, tasks, variants, budget)
     path = state_path(out_dir, label, prefix)
-    state = open_state(path, config, restart, unbound=("variants", "tasks"))
+    if restart and path.is_file():
+        path.unlink()
+    if from_results is not None:
+        seed_state(path, config, from_results)
+    state = open_state(path, config, unbound=UNBOUND)
     if state.tasks:
         log(f"resuming {path}: finished {', '.join(state.tasks)}")
         if kept := [t for t in state.tasks if t not in tasks]:
@@ -167,8 +202,17 @@ def _refresh_rows(base: LoadedBase, profile: ImportanceProfile, task: str, resul
     after every new row (an interrupted refresh keeps them). Returns whether anything changed."""
     stored = {row.variant: row for row in [*result.set_aside, *result.rows]}
     wanted = [v.label for v in variants]
-    todo = [v for v in variants
-            if v.label not in stored or stored[v.label].emulator_id != expected_emulator_id(base, profile, v)]
+    loaded: list[TaskData[MCExample]] = []
+
+    def data() -> TaskData[MCExample]:
+        if not loaded:
+            loaded.append(load_task(task))
+        return loaded[0]
+
+    def expected(variant: Variant) -> str:  # a calibrated emulator's id names the task's prompts: load them
+        return expected_emulator_id(base, profile, variant, train_items(data(), budget) if variant.calibrated else None)
+
+    todo = [v for v in variants if v.label not in stored or stored[v.label].emulator_id != expected(v)]
     rows_before = [row.variant for row in result.rows]
 
     def place() -> None:
@@ -176,13 +220,12 @@ def _refresh_rows(base: LoadedBase, profile: ImportanceProfile, task: str, resul
         result.set_aside = [row for label, row in stored.items() if label not in wanted]
 
     if todo:
-        data = load_task(task)
         for variant in todo:
             old = stored.get(variant.label)
             log(f"{variant.label}: " + ("not run on this task yet" if old is None else
                 f"stored emulator {old.emulator_id} is not what this code builds "
-                f"({expected_emulator_id(base, profile, variant)})") + "; running this row only")
-            stored[variant.label] = rerun_variant(base, profile, data, result, variant, budget, workdir, log)
+                f"({expected(variant)})") + "; running this row only")
+            stored[variant.label] = rerun_variant(base, profile, data(), result, variant, budget, workdir, log)
             place()
             save()
     place()

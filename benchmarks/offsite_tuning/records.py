@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from benchmarks.offsite_tuning.tuning_select import LrChoice
 from benchmarks.reports.stats import correctness_string
 from model_owner_server.evaluation.matrix import Score
+from shared.manifest import CalibrationRecord
 
 # Reference rows (no emulator involved). "adapter_tuning_full_model" is the upper bound of the
 # utility gap: the same adapter blocks tuned directly on the full model (the service's matrix keeps
@@ -52,6 +53,8 @@ class VariantRow(BaseModel):
     alpha: float
     beta: float
     emulator_id: str
+    calibrated: bool = False  # the emulator was refined on the task's unlabelled training prompts
+    calibration: CalibrationRecord | None = None
     fidelity: dict[str, object] | None = None  # perplexity, kd_error, grad_cosine (see fidelity_probe)
     emulator_zero_shot: Cell
     emulator_fine_tuned: Cell

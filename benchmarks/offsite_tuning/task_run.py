@@ -27,11 +27,17 @@ from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.emulators.spec import EmulatorSpec
-from model_owner_server.evaluation.agreement import choice_loglikelihoods, compare_answers
+from model_owner_server.emulators.task_calibration import (
+    CalibrationSettings,
+    calibrate_harmonizers,
+    calibrated_emulator_id,
+    prompt_set_sha256,
+)
+from model_owner_server.evaluation.agreement import AgreementReport, choice_loglikelihoods, compare_answers
 from model_owner_server.evaluation.matrix import Score, score_model
 from model_owner_server.evaluation.run import evaluate_adapter
 from model_owner_server.plug_in import check_adapter
-from shared.artifacts import ArtifactError, load_emulator, verify_emulator
+from shared.artifacts import ArtifactError, load_emulator, verify_emulator, write_emulator
 from shared.cache import cache_dir
 from shared.data_formats import MCExample, TrainExample, unlabelled
 from shared.manifest import EmulatorManifest, EmulatorOptions
@@ -45,10 +51,18 @@ class Variant:
     method: str  # "scaleot", "uniform" or "ot-kd" (Offsite-Tuning's distilled emulator: uniform + distillation)
     beta: float
     alpha: float = 0.5
+    # harmonizers refined on the task's unlabelled training prompts before the data owner tunes on it
+    # (`emulators/task_calibration.py`); the model owner's side of the trade is the privacy gap it costs
+    calibrated: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.method} (alpha {self.alpha:g}, beta {self.beta:g})"
+        suffix = ", task-calibrated" if self.calibrated else ""
+        return f"{self.method} (alpha {self.alpha:g}, beta {self.beta:g}{suffix})"
+
+    @property
+    def uncalibrated(self) -> Variant:
+        return Variant(self.method, self.beta, self.alpha)
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,11 @@ def tuning_for(budget: Budget, lr: float, seed: int) -> TuningConfig:
 def majority_share(items: list[MCExample]) -> float | None:
     """Share of the most frequent gold choice position: what answering one fixed position scores."""
     return max(Counter(e.label for e in items).values()) / len(items) if items else None
+
+
+def train_items(data: TaskData[MCExample], budget: Budget) -> list[MCExample]:
+    """The budget's training items (labelled, as the data owner holds them)."""
+    return data.train[: budget.n_train]
 
 
 def split(data: TaskData[MCExample], budget: Budget) -> tuple[list[TrainExample], list[MCExample], list[MCExample]]:
@@ -151,28 +170,67 @@ def variant_emulator(base: LoadedBase, spec: EmulatorSpec, profile: ImportancePr
     return cached, manifest
 
 
-def expected_emulator_id(base: LoadedBase, profile: ImportanceProfile, variant: Variant) -> str:
-    """The id the current code would build for `variant` (cheap: nothing is built)."""
-    return variant_spec(base, profile, variant).emulator_id(base.weights_sha256, profile.meta.profile_id, base.dtype)
+def expected_emulator_id(base: LoadedBase, profile: ImportanceProfile, variant: Variant,
+                         train: list[MCExample] | None = None) -> str:
+    """The id the current code would build for `variant` (cheap: nothing is built); a calibrated variant's
+    id also names its prompt set, the task's training items without their labels (`train`)."""
+    plain = variant_spec(base, profile, variant).emulator_id(base.weights_sha256, profile.meta.profile_id, base.dtype)
+    if not variant.calibrated:
+        return plain
+    if train is None:
+        raise ValueError(f"{variant.label}: a calibrated emulator's id needs the task's training prompts")
+    return calibrated_emulator_id(plain, prompt_set_sha256(unlabelled(train)))
 
 
-def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant, train: list[TrainExample],
+def calibrate_for_task(base: LoadedBase, emu_dir: Path, manifest: EmulatorManifest, train: list[MCExample],
+                       out: Path, log: Log, full_lls: list[list[float]] | None = None,
+                       test: list[MCExample] | None = None, settings: CalibrationSettings | None = None,
+                       ) -> tuple[Path, EmulatorManifest, AgreementReport | None]:
+    """The data owner's calibrated emulator: harmonizers refined on the task's training prompts, labels
+    dropped. Returns its folder, manifest and (with `full_lls` of `test`) the agreement before calibration."""
+    emulator, _, _ = load_emulator(emu_dir)
+    before = None
+    if full_lls is not None and test is not None:
+        before = compare_answers(full_lls, choice_loglikelihoods(emulator, base.tokenizer, unlabelled(test)))
+    record = calibrate_harmonizers(base.model, emulator, manifest.layers, base.tokenizer, unlabelled(train),
+                                   settings or CalibrationSettings(), on_progress=lambda _, message: log(message))
+    log(f"calibration: held-out KL {record.check_kl_before:.4f} -> {record.check_kl_after:.4f} "
+        f"({'kept' if record.kept else 'discarded'}) in {record.seconds:.0f} s")
+    calibrated = manifest.model_copy(update={
+        "emulator_id": calibrated_emulator_id(manifest.emulator_id, record.prompts_sha256), "calibration": record})
+    return out, write_emulator(emulator, base.tokenizer, calibrated, out), before
+
+
+def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant, items: list[MCExample],
                  test: list[MCExample], budget: Budget, lr: float, known: dict[str, Score], upper: list[Score],
                  workdir: Path, task: str, log: Log, full_lls: list[list[float]] | None = None) -> VariantRow:
+    """`items`: the training items; the data owner tunes on them, and a calibrated emulator is refined on
+    their prompts without the labels."""
     started = time.perf_counter()
+    train = as_training_examples(items)
     spec = variant_spec(base, profile, variant)
-    variant_dir = workdir / f"{variant.method}-{variant.alpha:g}-{variant.beta:g}"
+    suffix = "-calibrated" if variant.calibrated else ""
+    variant_dir = workdir / f"{variant.method}-{variant.alpha:g}-{variant.beta:g}{suffix}"
     emu_dir, manifest = variant_emulator(base, spec, profile, variant_dir, log)
-    emulator, _, _ = load_emulator(emu_dir)
-    fidelity = measure_fidelity(base, emulator, manifest, train, budget.fidelity_batches)
     # emulator-full agreement on the test prompts (their labels unused): the transfer predictor
     prompts = unlabelled(test)
     if full_lls is None:
         full_lls = choice_loglikelihoods(base.model, base.tokenizer, prompts)
+    agreement_before = None
+    if variant.calibrated:
+        emu_dir, manifest, agreement_before = calibrate_for_task(base, emu_dir, manifest, items,
+                                                                 variant_dir / "emulator-calibrated", log,
+                                                                 full_lls, test)
+    emulator, _, _ = load_emulator(emu_dir)
+    fidelity = measure_fidelity(base, emulator, manifest, train, budget.fidelity_batches)
     agreement = compare_answers(full_lls, choice_loglikelihoods(emulator, base.tokenizer, prompts))
     fidelity = {**(fidelity or {}), "agreement": agreement.agreement, "answer_kl": agreement.mean_kl}
+    if agreement_before is not None:
+        fidelity["agreement_before_calibration"] = agreement_before.agreement
+        fidelity["answer_kl_before_calibration"] = agreement_before.mean_kl
     log(f"{variant.label}: emulator-full agreement {agreement.agreement:.3f}, answer KL {agreement.mean_kl:.3f}")
     row = VariantRow(variant=variant.label, method=variant.method, alpha=variant.alpha, beta=variant.beta,
+                     calibrated=variant.calibrated, calibration=manifest.calibration,
                      emulator_id=manifest.emulator_id, fidelity=fidelity, emulator_zero_shot=Cell.empty(),
                      emulator_fine_tuned=Cell.empty(), plug_in=Cell.empty())
     rows = dict(known)
@@ -236,8 +294,8 @@ def run_task(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExam
         save_partial(result)
     full_lls = choice_loglikelihoods(base.model, base.tokenizer, unlabelled(test))
     for v in variants:
-        row = _variant_row(base, profile, v, train, test, budget, lrs["adapter"].lr, {"full_zero_shot": full_zero},
-                           upper_scores, workdir / task, task, log, full_lls)
+        row = _variant_row(base, profile, v, train_items(data, budget), test, budget, lrs["adapter"].lr,
+                           {"full_zero_shot": full_zero}, upper_scores, workdir / task, task, log, full_lls)
         result.rows.append(row)
         result.seconds += row.seconds
         if save_partial is not None:
@@ -260,7 +318,7 @@ def rerun_variant(base: LoadedBase, profile: ImportanceProfile, data: TaskData[M
         raise ValueError(f"{result.task}: the stored task has {result.n_train} train / {result.n_test} test "
                          f"examples, the pack now gives {len(train)} / {len(test)}")
     upper = [_score(result.adapter_tuning_full_model, i) for i in range(len(budget.seeds))]
-    row = _variant_row(base, profile, variant, train, test, budget, result.lr["adapter"].lr,
+    row = _variant_row(base, profile, variant, train_items(data, budget), test, budget, result.lr["adapter"].lr,
                        {"full_zero_shot": _score(result.full_zero_shot, 0)}, upper, workdir / result.task,
                        result.task, log)
     result.seconds += row.seconds

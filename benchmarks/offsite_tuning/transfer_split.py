@@ -45,7 +45,9 @@ from benchmarks.offsite_tuning.task_run import (
     Budget,
     Variant,
     adapter_blocks,
+    calibrate_for_task,
     split,
+    train_items,
     tuning_for,
     variant_emulator,
     variant_spec,
@@ -56,17 +58,13 @@ from benchmarks.reports.stats import as_matrix, bootstrap_mean, correctness_stri
 from data_owner_client.tuning.local import train_adapter
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.profile import ImportanceProfile
-from model_owner_server.emulators.task_calibration import (
-    CalibrationSettings,
-    calibrate_harmonizers,
-    calibrated_emulator_id,
-)
+from model_owner_server.emulators.task_calibration import CalibrationSettings
 from model_owner_server.evaluation.agreement import compare_answers
 from model_owner_server.plug_in import CheckedAdapter, check_adapter, emulator_with_adapter, plug_in
 from shared.adapter_format import block_tensors, save_adapter
-from shared.artifacts import load_emulator, write_emulator
+from shared.artifacts import load_emulator
 from shared.blocks import find_block_stack
-from shared.data_formats import MCExample, unlabelled
+from shared.data_formats import MCExample
 from shared.scoring import score_multiple_choice
 from shared.tasks import TaskData
 
@@ -168,20 +166,12 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
         emu_dir, manifest = variant_emulator(base, variant_spec(base, profile, variant), profile, workdir, log)
         emulator, _, _ = load_emulator(emu_dir)
         if calibration is not None:
-            prompts = unlabelled(data.train[: budget.n_train])  # no labels
-            before = score_multiple_choice(emulator, base.tokenizer, test)
-            result["agreement_before_calibration"] = compare_answers(
-                zero_shot_lls["full_zero_shot"], [p.loglikelihoods for p in before.predictions]).model_dump()
-            record = calibrate_harmonizers(base.model, emulator, manifest.layers, base.tokenizer, prompts, calibration,
-                                           on_progress=lambda _, message: log(message))
-            log(f"calibration: held-out KL {record.check_kl_before:.4f} -> {record.check_kl_after:.4f} "
-                f"({'kept' if record.kept else 'discarded'}) in {record.seconds:.0f} s")
-            result["calibration"] = record.model_dump()
-            calibrated = manifest.model_copy(update={
-                "emulator_id": calibrated_emulator_id(manifest.emulator_id, record.prompts_sha256),
-                "calibration": record})
-            emu_dir = workdir / "emulator-calibrated"
-            manifest = write_emulator(emulator, base.tokenizer, calibrated, emu_dir)
+            emu_dir, manifest, before = calibrate_for_task(base, emu_dir, manifest, train_items(data, budget),
+                                                           workdir / "emulator-calibrated", log,
+                                                           zero_shot_lls["full_zero_shot"], test, calibration)
+            assert before is not None and manifest.calibration is not None
+            result["agreement_before_calibration"] = before.model_dump()
+            result["calibration"] = manifest.calibration.model_dump()
             emulator, _, _ = load_emulator(emu_dir)
         score("emulator_zero_shot", emulator)
         result["agreement"] = compare_answers(zero_shot_lls["full_zero_shot"],

@@ -4,7 +4,10 @@
 - utility gap = adapter-only tuning on the full model - plug-in (same seed, same items); the
   utility gap to full-parameter fine-tuning is reported beside it;
 - scaleot vs uniform = plug-in of the variant - plug-in of uniform LayerDrop at the same alpha
-  (same beta if that variant was run, else beta 0).
+  (same beta if that variant was run, else beta 0);
+- for a task-calibrated emulator, calibrated - uncalibrated (same method, alpha and beta) of the privacy
+  gap, the plug-in and the emulator fine-tuned: what calibration costs the model owner in privacy and
+  buys the data owner in utility.
 Across tasks, each task is bootstrapped on its own items and seeds and the task means are averaged.
 """
 
@@ -33,6 +36,18 @@ def _uniform_reference(task: TaskResult, row: VariantRow) -> VariantRow | None:
     return candidates[0] if candidates else None
 
 
+def _uncalibrated(task: TaskResult, row: VariantRow) -> VariantRow | None:
+    if not row.calibrated:
+        return None
+    key = (row.method, row.alpha, row.beta)
+    same = [r for r in task.rows if not r.calibrated and (r.method, r.alpha, r.beta) == key]
+    return same[0] if same else None
+
+
+CALIBRATION_GAPS = ("privacy_gap_vs_uncalibrated", "plug_in_vs_uncalibrated", "emulator_fine_tuned_vs_uncalibrated")
+GAPS = ("utility_gap", "privacy_gap", "utility_gap_full_parameter", "plug_in_vs_uniform", *CALIBRATION_GAPS)
+
+
 def gap_differences(task: TaskResult, row: VariantRow) -> dict[str, np.ndarray]:
     """Per-item paired differences (seeds x items, points) of one variant on one task."""
     diffs = {
@@ -44,6 +59,11 @@ def gap_differences(task: TaskResult, row: VariantRow) -> dict[str, np.ndarray]:
     reference = _uniform_reference(task, row)
     if reference is not None:
         diffs["plug_in_vs_uniform"] = _diff(row.plug_in, reference.plug_in)
+    plain = _uncalibrated(task, row)
+    if plain is not None:
+        diffs["privacy_gap_vs_uncalibrated"] = diffs["privacy_gap"] - _diff(plain.plug_in, plain.emulator_fine_tuned)
+        diffs["plug_in_vs_uncalibrated"] = _diff(row.plug_in, plain.plug_in)
+        diffs["emulator_fine_tuned_vs_uncalibrated"] = _diff(row.emulator_fine_tuned, plain.emulator_fine_tuned)
     return diffs
 
 
@@ -93,9 +113,10 @@ def summarize(tasks: list[TaskResult], n_boot: int = 2000) -> list[dict[str, Any
         rows = [row for _, row in pairs]
         entry: dict[str, Any] = {
             "variant": label, "method": first.method, "alpha": first.alpha, "beta": first.beta,
+            "calibrated": first.calibrated,
             "n_tasks": len(pairs), "tasks": [task.task for task, _ in pairs],
         }
-        for name in ("utility_gap", "privacy_gap", "utility_gap_full_parameter", "plug_in_vs_uniform"):
+        for name in GAPS:
             # a gap missing on some task (no uniform reference there) is averaged over the tasks that have it
             interval = bootstrap_mean(per_gap[name], n_boot=n_boot) if name in per_gap else None
             entry[name] = interval.model_dump(mode="json") if interval is not None else None
@@ -106,6 +127,7 @@ def summarize(tasks: list[TaskResult], n_boot: int = 2000) -> list[dict[str, Any
         entry["kd_error"] = _fidelity(rows, "kd_error")
         entry["agreement"] = _fidelity(rows, "agreement")
         entry["answer_kl"] = _fidelity(rows, "answer_kl")
+        entry["agreement_before_calibration"] = _fidelity(rows, "agreement_before_calibration")
         entry["grad_cosine"] = _grad_cosine(rows)
         summary.append(entry)
     return summary

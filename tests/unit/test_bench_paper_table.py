@@ -428,3 +428,43 @@ def test_a_variant_on_fewer_tasks_says_so_in_the_summary() -> None:
     lines = paper_report._summary_table({"summary": summary, "tasks": [t.model_dump() for t in tasks]})
     assert any(line.startswith(f"| {VARIANTS[0].label} |") for line in lines)
     assert any(line.startswith(f"| {Variant('scaleot', 0.0).label} (1 of 2 tasks) |") for line in lines)
+
+
+def test_a_calibrated_row_starts_from_committed_results_and_is_paired_with_its_uncalibrated_row(
+        tiny: tuple[LoadedBase, ImportanceProfile], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--from-results`: a committed run's rows are taken as they are, only the task-calibrated variant
+    runs, and the report gives calibrated - uncalibrated with paired CIs (the privacy cost)."""
+    from model_owner_server.emulators.task_calibration import CalibrationSettings
+
+    monkeypatch.setattr(task_run, "CalibrationSettings", lambda: CalibrationSettings(steps=3, batch_size=2, max_len=32))
+    budget = toy_budget(seeds=(0,), lr_grid=(1e-2,), full_lr_grid=())
+    load = lambda name: toy_task(name)  # noqa: E731
+    committed = _run(tiny, tmp_path, ["a"], budget=budget, load_task=load)
+    source = tmp_path / "paper-table-t.json"
+    monkeypatch.setattr(paper_table, "run_task", lambda *a, **k: pytest.fail("the committed task is not run again"))
+    base, profile = tiny
+    calibrated = replace(VARIANTS[1], calibrated=True)
+    assert calibrated.label == "scaleot (alpha 0.5, beta 0.5, task-calibrated)"
+    out = tmp_path / "new"
+    result = paper_table.run(base, profile, ["a"], [VARIANTS[1], calibrated], budget, out, "c",
+                             load_task=load, log=lambda _: None, from_results=source)
+    plain, tuned = result["tasks"][0]["rows"]
+    assert plain == committed["tasks"][0]["rows"][1]  # taken from the committed file, not re-run
+    assert tuned["calibrated"] and tuned["calibration"]["n_prompts"] + tuned["calibration"]["n_check"] == 8
+    assert tuned["emulator_id"] != plain["emulator_id"]
+    assert tuned["emulator_id"] == task_run.expected_emulator_id(base, profile, calibrated, toy_task("a").train)
+    assert 0.0 <= tuned["fidelity"]["agreement_before_calibration"] <= 1.0
+    entry = result["summary"][1]
+    for name in ("privacy_gap_vs_uncalibrated", "plug_in_vs_uncalibrated", "emulator_fine_tuned_vs_uncalibrated"):
+        assert entry[name] is not None and len(entry[name]["ci95"]) == 2
+    assert result["summary"][0]["privacy_gap_vs_uncalibrated"] is None
+    privacy = lambda row: row["plug_in"]["acc"][0] - row["emulator_fine_tuned"]["acc"][0]  # noqa: E731
+    assert entry["privacy_gap_vs_uncalibrated"]["mean"] == pytest.approx(100 * (privacy(tuned) - privacy(plain)))
+    assert "## Task calibration" in (out / "paper-table-c.md").read_text()
+
+    again = paper_table.run(base, profile, ["a"], [VARIANTS[1], calibrated], budget, out, "c",
+                            load_task=load, log=lambda _: None, from_results=source)
+    assert again["tasks"] == result["tasks"]  # resumed from its own state: nothing runs twice
+    with pytest.raises(StateMismatchError, match="another budget"):
+        paper_table.run(base, profile, ["a"], [calibrated], toy_budget(seeds=(1,), lr_grid=(1e-2,), full_lr_grid=()),
+                        tmp_path / "other", "c", load_task=load, log=lambda _: None, from_results=source)
