@@ -14,6 +14,7 @@ from anyio import to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_owner_server.app.api import openapi
 from model_owner_server.app.api.guard import RequestGuard
@@ -29,6 +30,7 @@ from model_owner_server.app.api.routes import (
     owners,
     prompt_sets,
 )
+from model_owner_server.app.api.routing import http_error
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.errors import Conflict, Gone, NotFound, ServiceError, Unprocessable
 from model_owner_server.db.migrate import upgrade
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.scaleot = state
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)  # a 405's Allow: every method
     app.add_exception_handler(Exception, unexpected_error)
     for module in (health, models, owners, emulators, files, adapters, generate, evaluations, agreements,
                    prompt_sets):

@@ -7,19 +7,25 @@ connections, every thread could end up waiting for a connection held by a reques
 for a thread, and requests failed after the pool timeout (64 clients on `GET /v1/adapters` did).
 Here a sync endpoint closes its sessions in its own thread as it returns; the endpoints build their
 whole answer before returning, so nothing reads the session afterwards.
+
+Also here: the 405 answer, whose `Allow` lists every method the path serves (`http_error`).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlmodel import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 
 def _closing_sessions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,3 +58,27 @@ def answer(model: BaseModel) -> Response:
 def api_router(**kwargs: Any) -> APIRouter:
     """An APIRouter of SessionReleasingRoute (every router of the service is one)."""
     return APIRouter(route_class=SessionReleasingRoute, **kwargs)
+
+
+# the methods a 405's `Allow` may list (RFC 9110 §9); the routes decide which of them a path serves
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path. The router answers 405 from the first route
+    whose path matched, so its `Allow` named only that route's methods (`POST` on `/v1/emulators`,
+    which also serves GET); asking every route about every method gives the whole set, whatever the
+    router's internals (FastAPI nests included routers)."""
+    return [method for method in HTTP_METHODS
+            if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)]
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to an HTTPException, with a 405's `Allow` listing every method of the path."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        allowed = allowed_methods(request.app.router.routes, request.scope)
+        if allowed:
+            exc = StarletteHTTPException(exc.status_code, exc.detail,
+                                         headers={**(exc.headers or {}), "Allow": ", ".join(allowed)})
+    return await http_exception_handler(request, exc)
