@@ -14,6 +14,7 @@ always), `bar` (rich always). `SCALEOT_PROGRESS_INTERVAL` is the seconds between
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.progress import Progress, ProgressColumn
 
 DEFAULT_INTERVAL = 30.0
+_NUMBER = re.compile(r"[\d.]+")
 
 
 class ProgressReporter(Protocol):
@@ -54,7 +56,12 @@ class PlainProgress:
         self.interval, self.clock = interval, clock
         self.count = count or (lambda n: f"{n:g}")
         self.started = clock()
-        self.first: tuple[float, float] | None = None  # (time, completed) of the first update, for the rate
+        # (time, completed) the rate is measured from: the first update that showed progress in the current
+        # phase, so that minutes spent before the first step (stage 1's initialisation) or in an earlier
+        # phase are not taken for step time
+        self.first: tuple[float, float] | None = None
+        self.phase: str | None = None
+        self.progressed = False
         self.last_line: float | None = None
         self.finished = False
 
@@ -62,8 +69,7 @@ class PlainProgress:
                **fields: Any) -> None:
         now = self.clock()
         self.total = total if total is not None else self.total
-        if self.first is None:
-            self.first = (now, completed)
+        self._anchor(now, completed, description)
         done = self.total is not None and completed >= self.total
         due = self.last_line is None or now - self.last_line >= self.interval
         if self.finished or not (due or done):
@@ -87,13 +93,23 @@ class PlainProgress:
         parts += [_field(k, v) for k, v in fields.items()]
         return ", ".join(parts)
 
+    def _anchor(self, now: float, completed: float, description: str | None) -> None:
+        """Move the rate's starting point: to the first update of a new phase (the description's first two
+        colon-separated parts without their numbers, e.g. "running: stage 1 step 5/150" is the training
+        steps whatever the step), then once more to the first update with progress in it."""
+        phase = ":".join(_NUMBER.sub("", description or self.label).split(":")[:2])
+        if self.first is None or phase != self.phase:
+            self.first, self.phase, self.progressed = (now, completed), phase, False
+        elif not self.progressed and completed > self.first[1]:
+            self.first, self.progressed = (now, completed), True  # time up to here was not step time
+
     def seconds_left(self, completed: float, now: float) -> float | None:
         if not self.total or self.first is None:
             return None
         since, start = now - self.first[0], self.first[1]
         if completed >= self.total:
             return 0.0
-        if completed <= start or since <= 0:
+        if not self.progressed or completed <= start or since <= 0:
             return None
         return since / (completed - start) * (self.total - completed)
 

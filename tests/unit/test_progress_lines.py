@@ -42,7 +42,7 @@ def test_plain_lines_at_an_interval_with_percent_elapsed_and_estimate() -> None:
         bar.update(step, loss=2.0)
     assert out.getvalue().splitlines() == [
         "stage 1: step 1/200 (0%), elapsed 0s, loss 3.500",
-        "stage 1: step 41/200 (20%), elapsed 30s, about 1m59s left, loss 2.000",  # 40 steps in 30 s
+        "stage 1: step 41/200 (20%), elapsed 30s, about 1m43s left, loss 2.000",  # 31 steps in 20 s since step 10
         "stage 1: step 200/200 (100%), elapsed 50s, about 0s left, loss 2.000",  # the end, once
     ]
 
@@ -53,15 +53,39 @@ def test_fractions_and_byte_counts() -> None:
     job.update(0.25, description="running: stage 1 step 50/200")
     clock.now = 60.0
     job.update(0.5, description="running: stage 1 step 100/200")
+    clock.now = 120.0
+    job.update(0.75, description="running: stage 1 step 150/200")
     download = PlainProgress("downloading", 4e6, Console(file=out), unit="", interval=0, clock=clock,
                              count=lambda n: f"{n / 1e6:.1f} MB")
     download.update(1e6, description="emulator.safetensors")
     assert out.getvalue().splitlines() == [
         "running: stage 1 step 50/200: 25%, elapsed 0s",
-        "running: stage 1 step 100/200: 50%, elapsed 1m00s, about 2m00s left",
+        "running: stage 1 step 100/200: 50%, elapsed 1m00s",
+        "running: stage 1 step 150/200: 75%, elapsed 2m00s, about 1m00s left",
         "emulator.safetensors: 1.0 MB/4.0 MB (25%), elapsed 0s",
     ]
     assert duration(3725) == "1h02m"
+
+
+def test_time_before_the_first_step_and_earlier_phases_is_not_step_time() -> None:
+    """Stage 1's initialisation (minutes at 1%) once made a run of minutes say "about 11h45m left"."""
+    out, clock = io.StringIO(), FakeClock()
+    job = PlainProgress("building e1", 1.0, Console(file=out), unit=None, interval=0, clock=clock)
+    job.update(0.01, description="running: stage 1 initialisation: fitting harmonizers")
+    clock.now = 420.0  # seven minutes of initialisation, no estimate meanwhile
+    job.update(0.01, description="running: stage 1 initialisation: fitting harmonizers")
+    clock.now = 424.0
+    job.update(0.02, description="running: stage 1 step 1/100: loss 4.2")
+    clock.now = 428.0
+    job.update(0.03, description="running: stage 1 step 2/100: loss 4.1")
+    clock.now = 432.0
+    job.update(0.04, description="running: stage 1 step 3/100: loss 4.0")
+    lines = out.getvalue().splitlines()
+    assert not any("left" in line for line in lines[:4])
+    assert lines[4].endswith("about 6m24s left")  # 0.01 per 4 s of steps, 0.96 to go
+    clock.now = 500.0
+    job.update(0.9, description="running: stage 2: SRC re-fit 1/3")  # a new phase: measured afresh
+    assert "left" not in out.getvalue().splitlines()[-1]
 
 
 def test_plain_without_a_terminal_bar_on_one(monkeypatch: pytest.MonkeyPatch) -> None:
