@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from shared.manifest import EmulatorManifest, EmulatorOptions, FileEntry
 from shared.wire import EvaluationMatrix, JobState
@@ -251,7 +251,8 @@ class GenerateRequest(BaseModel):
                                f"{MIN_SAMPLING_TEMPERATURE}")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="sampling seed (temperature > 0)")
-    chat: bool = Field(False, description="wrap the prompt in the tokenizer's chat template (instruct models)")
+    # strict: JSON true/false only; 0, 1 or "true" are refused (422 naming the field), not read as a switch
+    chat: StrictBool = Field(False, description="wrap the prompt in the tokenizer's chat template (instruct models)")
 
     @field_validator("temperature")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from shared.harmonizer import HarmonizerConfig
 from shared.precision import DtypeName
@@ -37,15 +37,16 @@ class FileEntry(BaseModel):
 
 
 class EmulatorOptions(BaseModel):
-    """Ablation switches of `scaleot` (ignored by `uniform`), and `distill` of `uniform` (ignored by `scaleot`)."""
+    """Ablation switches of `scaleot` (ignored by `uniform`), and `distill` of `uniform` (ignored by `scaleot`).
+    Strict booleans: a request's 0, 1 or "false" is refused naming the switch, not taken as one."""
 
-    harmonizers: bool = True  # off: importance-based LayerDrop
-    importance: bool = True  # off: uniform positions, with harmonizers
-    src: bool = True  # off: beta is ignored
+    harmonizers: StrictBool = True  # off: importance-based LayerDrop
+    importance: StrictBool = True  # off: uniform positions, with harmonizers
+    src: StrictBool = True  # off: beta is ignored
     # off: SRC is applied after stage 1 with no re-fit (the old behaviour); only used when beta > 0 with harmonizers
-    refit: bool = True
+    refit: StrictBool = True
     # uniform only: Offsite-Tuning's distilled emulator (OT-KD), the kept middle blocks trained toward the full model
-    distill: bool = False
+    distill: StrictBool = False
 
 
 class RefitRecord(BaseModel):

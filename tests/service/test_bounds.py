@@ -78,3 +78,24 @@ def test_generation_checks_the_context_window(client: TestClient, alice: Headers
 def test_emulator_numbers_out_of_bounds_are_422(client: TestClient, alice: Headers, change: dict[str, Any]) -> None:
     body = {"base_model": "tiny-gpt2", "method": "uniform", "alpha": 0.5, **change}
     assert client.post("/v1/emulators", json=body, headers=alice).status_code == 422
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "false", "0", 1.0, None])
+def test_generation_switches_are_strict_booleans(client: TestClient, alice: Headers, value: Any) -> None:
+    """`"chat": 0` was read as false (issue 27, item 9): only JSON true/false pass, anything else is a
+    422 that names the field."""
+    response = client.post("/v1/adapters/ada-x/generate", json={"prompt": "hi", "chat": value}, headers=alice)
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "chat"]]
+    for ok in (True, False):  # past validation: the unknown adapter is what answers
+        assert client.post("/v1/adapters/ada-x/generate", json={"prompt": "hi", "chat": ok},
+                           headers=alice).status_code == 404
+
+
+@pytest.mark.parametrize("switch", ["harmonizers", "importance", "src", "refit", "distill"])
+def test_emulator_option_switches_are_strict_booleans(client: TestClient, alice: Headers, switch: str) -> None:
+    for value in (0, 1, "false"):
+        body = {"base_model": "tiny-gpt2", "method": "uniform", "alpha": 0.5, "options": {switch: value}}
+        response = client.post("/v1/emulators", json=body, headers=alice)
+        assert response.status_code == 422, (value, response.text)
+        assert [e["loc"] for e in response.json()["detail"]] == [["body", "options", switch]]
