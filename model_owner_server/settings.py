@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         default_factory=dict, description="per served model, its measured privacy-utility frontier (JSON object: "
         'model -> the JSON `scaleot-server bench frontier` writes), e.g. {"smollm2-135m": '
         '"results/frontier-smollm2-135m.json"}; GET /v1/models/{name}/recommendation reads it')
+    db_busy_timeout_s: float = Field(30.0, gt=0, le=3600, description="SQLite: how long a write waits for another "
+                                     "connection's write lock before the API answers 503 (Retry-After) and a "
+                                     "job's write is retried")
+    db_retry_s: float = Field(300.0, ge=0, description="how long a job and its heartbeats retry a database that is "
+                              "locked or unreachable (a restart, a failover) before the job is given back to the "
+                              "queue; a transient outage never fails a job")
     worker_poll_s: float = Field(1.0, gt=0, description="worker sleep when the queue is empty")
     lease_s: float = Field(60.0, gt=0, description="a running job whose lease is older than this is recovered")
     heartbeat_s: float = Field(10.0, gt=0, description="how often a worker renews its lease")

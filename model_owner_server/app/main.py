@@ -14,6 +14,7 @@ from anyio import to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from model_owner_server.app.api import openapi
@@ -34,6 +35,7 @@ from model_owner_server.app.api.routing import http_error
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.errors import Conflict, Gone, NotFound, ServiceError, Unprocessable
 from model_owner_server.db.migrate import upgrade
+from model_owner_server.db.outage import RETRY_AFTER_S, describe, is_transient, unavailable_detail
 from model_owner_server.settings import Settings, get_settings
 
 log = logging.getLogger("scaleot.api")
@@ -64,6 +66,16 @@ async def service_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=code)
 
 
+async def database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database locked past its busy timeout or unreachable (restart, failover) is temporary: 503 with
+    `Retry-After`, never a 500 or the SQL text. Any other database error is a server error."""
+    if not is_transient(exc):
+        return await unexpected_error(request, exc)
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, describe(exc))
+    return JSONResponse({"detail": unavailable_detail(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); see the server log"},
@@ -86,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(StarletteHTTPException, http_error)  # a 405's Allow: every method
+    app.add_exception_handler(SQLAlchemyError, database_error)
     app.add_exception_handler(Exception, unexpected_error)
     for module in (health, models, owners, emulators, files, adapters, generate, evaluations, agreements,
                    prompt_sets):

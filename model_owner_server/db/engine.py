@@ -42,8 +42,13 @@ def ping_when_idle(engine: Engine, idle_s: float = IDLE_PING_S) -> None:
             raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
 
 
-def make_engine(url: str, **pool: Any) -> Engine:
-    """`pool`: QueuePool sizes (pool_size, max_overflow, pool_timeout) when the defaults (5 + 10, 30 s) do not fit."""
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+
+
+def make_engine(url: str, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S, **pool: Any) -> Engine:
+    """`pool`: QueuePool sizes (pool_size, max_overflow, pool_timeout) when the defaults (5 + 10, 30 s) do not fit.
+    `busy_timeout_s` (SQLite): how long a write waits for another connection's write lock before it raises
+    `database is locked` (a transient error: `db.outage`)."""
     if not is_sqlite(url):
         engine = create_engine(url, **pool)
         ping_when_idle(engine)
@@ -51,14 +56,14 @@ def make_engine(url: str, **pool: Any) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s}, **pool)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer (API + worker)
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

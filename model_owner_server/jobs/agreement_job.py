@@ -14,10 +14,23 @@ from shared.artifacts import load_emulator
 from shared.data_formats import load_prompt_jsonl
 
 
-def run_agreement_check(ctx: JobContext, services: WorkerServices) -> str:
+def _read_rows(services: WorkerServices, check_id: str) -> tuple[AgreementCheck | None, Emulator | None]:
+    with Session(services.engine, expire_on_commit=False) as session:
+        row = session.get(AgreementCheck, check_id)
+        return row, session.get(Emulator, row.emulator_id) if row else None
+
+
+def _record_result(services: WorkerServices, check_id: str, result_json: str) -> None:
     with Session(services.engine) as session:
-        row = session.get(AgreementCheck, ctx.job.subject_id)
-        emulator_row = session.get(Emulator, row.emulator_id) if row else None
+        stored = session.get(AgreementCheck, check_id)
+        assert stored is not None
+        stored.result_json = result_json
+        session.add(stored)
+        session.commit()
+
+
+def run_agreement_check(ctx: JobContext, services: WorkerServices) -> str:
+    row, emulator_row = ctx.db(lambda: _read_rows(services, ctx.job.subject_id), "reading the agreement check")
     if row is None or emulator_row is None:
         raise LookupError(f"agreement check {ctx.job.subject_id} or its emulator no longer exists")
     ctx.progress(0.0, "loading the prompts and the emulator", force=True)
@@ -29,10 +42,6 @@ def run_agreement_check(ctx: JobContext, services: WorkerServices) -> str:
     likely, sentence = verdict(report)
     result = AgreementResult(n_items=report.n_items, agreement=report.agreement, mean_kl=report.mean_kl,
                              threshold=TRANSFER_THRESHOLD, likely_to_transfer=likely, verdict=sentence)
-    with Session(services.engine) as session:
-        stored = session.get(AgreementCheck, row.id)
-        assert stored is not None
-        stored.result_json = result.model_dump_json()
-        session.add(stored)
-        session.commit()
+    result_json = result.model_dump_json()
+    ctx.db(lambda: _record_result(services, row.id, result_json), "recording the result")
     return sentence

@@ -52,13 +52,26 @@ def _calibrated_build(ctx: JobContext, services: WorkerServices, base: LoadedBas
     return write_emulator(emulator, base.tokenizer, manifest.model_copy(update={"calibration": record}), out)
 
 
-def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
+def _read_emulator(services: WorkerServices, emulator_id: str) -> Emulator | None:
+    with Session(services.engine, expire_on_commit=False) as session:
+        return session.get(Emulator, emulator_id)
+
+
+def _record_manifest(services: WorkerServices, emulator_id: str, manifest: EmulatorManifest) -> None:
     with Session(services.engine) as session:
-        row = session.get(Emulator, ctx.job.subject_id)
-        if row is None:
-            raise LookupError(f"emulator {ctx.job.subject_id} no longer exists")
-        spec = EmulatorSpec.model_validate_json(row.spec_json)
-        stage1 = Stage1Config.model_validate_json(row.stage1_json) if row.stage1_json else None
+        stored = session.get(Emulator, emulator_id)
+        assert stored is not None
+        stored.manifest_json = manifest.model_dump_json()
+        session.add(stored)
+        session.commit()
+
+
+def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
+    row = ctx.db(lambda: _read_emulator(services, ctx.job.subject_id), "reading the emulator")
+    if row is None:
+        raise LookupError(f"emulator {ctx.job.subject_id} no longer exists")
+    spec = EmulatorSpec.model_validate_json(row.spec_json)
+    stage1 = Stage1Config.model_validate_json(row.stage1_json) if row.stage1_json else None
     ctx.progress(0.0, f"loading base model {spec.base_model}", force=True)
     base = services.base_models.get(spec.base_model)
     profile = None
@@ -98,11 +111,6 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
         services.store.put_dir(emulator_prefix(row.id), tmp / "emulator")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    with Session(services.engine) as session:
-        stored = session.get(Emulator, row.id)
-        assert stored is not None
-        stored.manifest_json = manifest.model_dump_json()
-        session.add(stored)
-        session.commit()
+    ctx.db(lambda: _record_manifest(services, row.id, manifest), "recording the manifest")
     size = sum(f.size for f in manifest.files.values())
     return f"emulator ready: {len(manifest.layers)} blocks, {size / 1e6:.1f} MB"

@@ -28,11 +28,26 @@ def load_examples(services: WorkerServices, row: Evaluation) -> list[MCExample] 
     return test[: row.example_limit] if row.example_limit else test
 
 
-def run_evaluation(ctx: JobContext, services: WorkerServices) -> str:
-    with Session(services.engine) as session:
-        row = session.get(Evaluation, ctx.job.subject_id)
+def _read_rows(services: WorkerServices, evaluation_id: str) -> tuple[Evaluation | None, Adapter | None,
+                                                                       Emulator | None]:
+    with Session(services.engine, expire_on_commit=False) as session:
+        row = session.get(Evaluation, evaluation_id)
         adapter = session.get(Adapter, row.adapter_id) if row else None
         emulator = session.get(Emulator, adapter.emulator_id) if adapter else None
+    return row, adapter, emulator
+
+
+def _record_result(services: WorkerServices, evaluation_id: str, result_json: str) -> None:
+    with Session(services.engine) as session:
+        stored = session.get(Evaluation, evaluation_id)
+        assert stored is not None
+        stored.result_json = result_json
+        session.add(stored)
+        session.commit()
+
+
+def run_evaluation(ctx: JobContext, services: WorkerServices) -> str:
+    row, adapter, emulator = ctx.db(lambda: _read_rows(services, ctx.job.subject_id), "reading the evaluation")
     if row is None or adapter is None or emulator is None:
         raise LookupError(f"evaluation {ctx.job.subject_id} or its adapter/emulator no longer exists")
     ctx.progress(0.0, f"loading data for task {row.task}", force=True)
@@ -56,11 +71,7 @@ def run_evaluation(ctx: JobContext, services: WorkerServices) -> str:
     if "full_zero_shot" in matrix.rows:
         score: Score = matrix.rows["full_zero_shot"]
         services.memo[memo_key] = score
-    with Session(services.engine) as session:
-        stored = session.get(Evaluation, row.id)
-        assert stored is not None
-        stored.result_json = matrix.model_dump_json()
-        session.add(stored)
-        session.commit()
+    result_json = matrix.model_dump_json()
+    ctx.db(lambda: _record_result(services, row.id, result_json), "recording the result")
     gap = "n/a" if matrix.privacy_gap is None else f"{matrix.privacy_gap:.2f}"
     return f"evaluated on {len(examples)} examples; privacy gap {gap}"

@@ -16,7 +16,7 @@ from model_owner_server.storage.factory import make_store
 
 
 def build_worker(settings: Settings, worker_id: str | None = None) -> Worker:
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, settings.db_busy_timeout_s)
     upgrade(engine)
     services = WorkerServices(
         settings=settings,

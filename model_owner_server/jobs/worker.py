@@ -17,11 +17,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from model_owner_server.db.models import Job, JobState
+from model_owner_server.db.outage import describe, is_transient, retry_transient
 from model_owner_server.emulators.stage1 import Stage1Cancelled
 from model_owner_server.jobs import queue
 from model_owner_server.jobs.errors import public_error
@@ -30,6 +32,8 @@ from model_owner_server.settings import Settings
 from model_owner_server.storage.base import ArtifactStore
 
 log = logging.getLogger("scaleot.worker")
+
+T = TypeVar("T")
 
 
 class JobCancelled(Exception):
@@ -52,17 +56,27 @@ class JobContext:
     worker_id: str
     cancel: threading.Event
     shutdown: threading.Event
+    db_retry_s: float = 300.0  # SCALEOT_DB_RETRY_S
     _last_report: float = 0.0
 
     def should_stop(self) -> bool:
         return self.cancel.is_set() or self.shutdown.is_set()
 
+    def db(self, action: Callable[[], T], what: str) -> T:
+        """`action()` (a database read or write of the job), retried while the database is locked or
+        unreachable, for at most SCALEOT_DB_RETRY_S; past that the transient error escapes and the worker
+        gives the job back to the queue instead of failing it."""
+        return retry_transient(action, budget_s=self.db_retry_s, what=f"job {self.job.id}: {what}",
+                               stop=self.shutdown)
+
     def progress(self, fraction: float, message: str, force: bool = False) -> None:
-        """Record progress (at most every 0.25 s) and stop here if the job should stop."""
+        """Record progress (at most every 0.25 s) and stop here if the job should stop. A locked or
+        unreachable database is waited for (`db`), not a reason to fail the job."""
         now = time.monotonic()
         if force or now - self._last_report > 0.25:
-            queue.report(self.engine, self.job.id, self.worker_id, fraction, message)
-            self._last_report = now
+            self.db(lambda: queue.report(self.engine, self.job.id, self.worker_id, fraction, message),
+                    "progress")
+            self._last_report = time.monotonic()
         if self.should_stop():
             raise JobCancelled(message)
 
@@ -112,14 +126,37 @@ class Worker:
         self._run(job)
         return True
 
+    def _outcome(self, action: Callable[[], bool], job: Job, what: str) -> bool:
+        """Record a job's outcome, retrying a database outage (SCALEOT_DB_RETRY_S). If the database stays
+        away longer, the job is left running: its lease expires and the next claim requeues it."""
+        try:
+            return retry_transient(action, budget_s=self.services.settings.db_retry_s,
+                                   what=f"job {job.id}: {what}")
+        except SQLAlchemyError as exc:
+            if not is_transient(exc):
+                raise
+            log.error("job %s: could not record %s (%s); its lease will expire and it will be requeued",
+                      job.id, what, describe(exc))
+            return False
+
     def _run(self, job: Job) -> None:
         engine, s = self.services.engine, self.services.settings
-        ctx = JobContext(job, engine, self.worker_id, threading.Event(), self.shutdown)
+        ctx = JobContext(job, engine, self.worker_id, threading.Event(), self.shutdown, db_retry_s=s.db_retry_s)
         beating = threading.Event()
 
         def beat() -> None:
-            while not beating.wait(s.heartbeat_s):
-                owned, cancel = queue.heartbeat(engine, job.id, self.worker_id, s.lease_s)
+            wait = s.heartbeat_s
+            while not beating.wait(wait):
+                try:
+                    owned, cancel = queue.heartbeat(engine, job.id, self.worker_id, s.lease_s)
+                except SQLAlchemyError as exc:
+                    # a locked or unreachable database must not end the heartbeat (the thread would die and
+                    # the lease expire under a healthy job): try again soon, sooner than the usual beat
+                    (log.warning if is_transient(exc) else log.error)(
+                        "heartbeat of job %s failed (%s); retrying", job.id, describe(exc))
+                    wait = min(s.heartbeat_s, 1.0)
+                    continue
+                wait = s.heartbeat_s
                 if cancel or not owned:
                     ctx.cancel.set()
 
@@ -130,18 +167,32 @@ class Worker:
         outcome = "failed"
         try:
             message = self.handlers[job.kind](ctx, self.services)
-            outcome = "succeeded" if queue.finish(engine, job.id, self.worker_id, JobState.succeeded, message) \
+            outcome = "succeeded" if self._outcome(
+                lambda: queue.finish(engine, job.id, self.worker_id, JobState.succeeded, message), job, "success") \
                 else "lost its lease"
         except (JobCancelled, Stage1Cancelled) as exc:
             if self.shutdown.is_set() and not ctx.cancel.is_set():
-                queue.release(engine, job.id, self.worker_id, "requeued: worker shut down")
+                self._outcome(lambda: queue.release(engine, job.id, self.worker_id, "requeued: worker shut down"),
+                              job, "the release")
                 outcome = "released"
             else:
-                queue.finish(engine, job.id, self.worker_id, JobState.cancelled, f"cancelled ({exc})")
+                reason = f"cancelled ({exc})"
+                self._outcome(lambda: queue.finish(engine, job.id, self.worker_id, JobState.cancelled, reason),
+                              job, "the cancellation")
                 outcome = "cancelled"
-        except Exception as exc:  # the job failed: record why, keep the worker alive
-            log.exception("job %s failed", job.id)  # the details stay here; the API shows a clean reason
-            queue.finish(engine, job.id, self.worker_id, JobState.failed, "failed", public_error(exc, job.id))
+        except Exception as exc:
+            if isinstance(exc, SQLAlchemyError) and is_transient(exc):
+                # the database stayed away past SCALEOT_DB_RETRY_S: not the job's fault, so it is not failed
+                # but given back to the queue (the attempt not counted) to run again once the database is back
+                log.warning("job %s: database unavailable (%s); giving it back to the queue", job.id, describe(exc))
+                self._outcome(lambda: queue.release(engine, job.id, self.worker_id,
+                                                    "requeued: the database was unavailable"), job, "the release")
+                outcome = "released (database unavailable)"
+            else:  # the job failed: record why, keep the worker alive
+                log.exception("job %s failed", job.id)  # the details stay here; the API shows a clean reason
+                error = public_error(exc, job.id)
+                self._outcome(lambda: queue.finish(engine, job.id, self.worker_id, JobState.failed, "failed", error),
+                              job, "the failure")
         finally:
             beating.set()
             thread.join(timeout=5)

@@ -17,10 +17,12 @@ first, on every request:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
 from fastapi import HTTPException, status
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,7 +30,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from model_owner_server.app.api.deps import PRINCIPAL_KEY, authenticate, bearer_token, remembered
 from model_owner_server.app.api.multipart import too_large
 from model_owner_server.app.core.state import AppState
+from model_owner_server.db.outage import RETRY_AFTER_S, describe, is_transient, unavailable_detail
 from shared.bounded_json import JSONLimitError, loads_bounded
+
+log = logging.getLogger("scaleot.api")
 
 PROTECTED_PREFIX = "/v1/"
 UPLOAD_PATHS = {"/v1/adapters", "/v1/evaluations"}  # the routes that stream multipart bodies to disk
@@ -80,6 +85,14 @@ class RequestGuard:
         except HTTPException as exc:
             unread = exc.status_code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_413_CONTENT_TOO_LARGE)
             await _refuse(exc, scope, receive, send, body_unread=unread and _has_body(headers))
+            return
+        except SQLAlchemyError as exc:  # the key lookup found the database down: 503, like a route would answer
+            if not is_transient(exc):
+                raise
+            log.warning("database unavailable while checking a key: %s", describe(exc))
+            unavailable = HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, unavailable_detail(exc),
+                                        headers={"Retry-After": str(RETRY_AFTER_S)})
+            await _refuse(unavailable, scope, receive, send, body_unread=_has_body(headers))
             return
         await self.app(scope, receive, send)
 

@@ -41,7 +41,7 @@ class AppState:
     def from_settings(cls, settings: Settings) -> AppState:
         return cls(
             settings=settings,
-            engine=make_engine(settings.db_url),
+            engine=make_engine(settings.db_url, settings.db_busy_timeout_s),
             store=make_store(settings),
             base_models=BaseModelCache(settings.base_cache_size, settings.torch_dtype),
             plugged=LRUCache(settings.plugged_cache_size),
