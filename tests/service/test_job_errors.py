@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from model_owner_server.jobs.errors import public_error
 from model_owner_server.jobs.runner import build_worker
@@ -22,7 +22,8 @@ SQL = "UPDATE job SET progress=?, message=? WHERE job.id = ?"
 def failures(data_dir: Path) -> dict[str, BaseException]:
     artifact = f"{data_dir}/artifacts/emulators/emu-1/emulator.safetensors"
     return {
-        "database": OperationalError(SQL, (0.5, "step 2", "job-1"), Exception("database is locked")),
+        # not a transient error: a locked or unreachable database is retried, the job not failed (test_db_outage.py)
+        "database": IntegrityError(SQL, (0.5, "step 2", "job-1"), Exception("NOT NULL constraint failed: job.message")),
         "file": FileNotFoundError(2, "No such file or directory", artifact),
         "message with a path": ValueError(f"cannot read {artifact}: header too large"),
         "wrapped SQL": RuntimeError(f"progress write failed: (sqlite3.OperationalError) locked\n[SQL: {SQL}]"),
