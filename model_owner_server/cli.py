@@ -317,3 +317,41 @@ def keys_create(
         typer.echo(json.dumps({"owner_id": row.id, "name": row.name, "key_id": key_id, "api_key": key}))
     else:
         typer.echo(f"API key for data owner {row.name} (shown once, stored hashed): {key}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    owner: Annotated[str, typer.Option(help="data owner name: every key of this owner is revoked")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Revoke every API key of a data owner; when this returns, every API process refuses them."""
+    import time
+
+    from sqlmodel import Session, select
+
+    from model_owner_server.app.services.owners import revoke_keys
+    from model_owner_server.db.engine import make_engine
+    from model_owner_server.db.migrate import upgrade
+    from model_owner_server.db.models import Owner
+
+    settings = _service_settings()
+    name = owner.strip()
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    with Session(engine) as session:
+        if not name or session.exec(select(Owner).where(Owner.name == name)).first() is None:
+            fail(f"no data owner named {owner!r} (`scaleot-server keys create --owner NAME` creates one)")
+        revoked = revoke_keys(session, name)
+    # each API process may remember an accepted key for SCALEOT_AUTH_CACHE_S, counted from before its
+    # database check; once that long has passed since the commit, no process anywhere still accepts it.
+    # Also with nothing left to revoke: the keys may have been revoked a moment ago by the admin route,
+    # which clears only its own process's cache.
+    wait_s = settings.auth_cache_s
+    if wait_s > 0 and not as_json:
+        err.print(f"revoked in the database; waiting {wait_s:g}s (SCALEOT_AUTH_CACHE_S) until no API process "
+                  "remembers the keys")
+    time.sleep(wait_s)
+    if as_json:
+        typer.echo(json.dumps({"name": name, "revoked": revoked, "waited_s": wait_s}))
+    else:
+        typer.echo(f"revoked {revoked} key(s) of data owner {name}; every API process refuses them from now on")

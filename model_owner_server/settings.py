@@ -41,7 +41,8 @@ class Settings(BaseSettings):
                                 description="cap on any other request body (JSON); read only after authentication")
     auth_cache_s: float = Field(5.0, ge=0, le=300,
                                 description="seconds an accepted API key is remembered per API process (0: check the "
-                                "database on every request); a key revoked elsewhere keeps working that long")
+                                "database on every request); a key revoked elsewhere keeps working that long, which "
+                                "`keys revoke` waits out before it returns")
     models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS),
                               description="base models served (JSON list); tiny random test models only when named")
     frontiers: dict[str, Path] = Field(

@@ -7,6 +7,7 @@ key -> 401; a data owner on an admin route -> 403.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Annotated
@@ -83,6 +84,9 @@ def authenticate(state: AppState, presented: str | None) -> Principal:
     if same_secret(digest, hash_key(state.settings.admin_key)):
         return Principal("admin")
     key_id = key_id_of(presented)
+    # the cache entry's TTL runs from before the read: a revocation committed after this moment is
+    # seen by every check that starts after it, and outlived by this entry for at most the TTL
+    checked_at = time.monotonic()
     with Session(state.engine) as session:
         row = session.get(ApiKey, key_id) if key_id else None
     # compare even when the id is unknown, so timing does not reveal which ids exist
@@ -90,7 +94,7 @@ def authenticate(state: AppState, presented: str | None) -> Principal:
     if row is None or row.revoked or not valid:
         raise _unauthorized("invalid API key: ask the model owner for a key (`scaleot-server keys create`)")
     principal = Principal("owner", owner_id=row.owner_id)
-    state.keys.put(digest, principal)
+    state.keys.put(digest, principal, checked_at)
     return principal
 
 
