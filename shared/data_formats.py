@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 from shared.atomic import atomic_file
 from shared.bounded_json import JSONLimitError, loads_bounded
@@ -25,6 +25,9 @@ PROMPT_FORMAT = '{"context": str, "choices": [str, str, ...]} (no label or targe
 MAX_PROMPTS = 2_000  # rows of one prompt set (an agreement check or a calibration)
 MAX_PROMPT_CHARS = 20_000  # characters of one prompt's context and choices together
 MAX_PROMPT_CHOICES = 64  # choices of one prompt (each is one scored continuation)
+MAX_MC_ROW_BYTES = 64 * 1024  # bytes of one uploaded multiple-choice row (a long passage is ~10 KiB)
+MAX_MC_CHOICES = 64  # choices of one uploaded multiple-choice row (each is one scored continuation)
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,51 @@ def _parse_prompt(row: dict[str, Any]) -> tuple[Prompt | None, list[str]]:
     return Prompt(context=context, choices=choices), []
 
 
+def _surrogate_problem(row: dict[str, Any]) -> str | None:
+    """JSON may spell a lone UTF-16 surrogate (`"\\ud800"`); Python then holds a str that no encoder or
+    tokenizer accepts, so the row would only fail later, deep in a job. Name the field instead."""
+    texts: list[tuple[str, str]] = []
+    for key, value in row.items():
+        texts.append(("a field name", key))
+        if isinstance(value, str):
+            texts.append((f"field {key!r}", value))
+        elif isinstance(value, list):
+            texts.extend((f"field {key!r}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str))
+    for name, text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"{name} holds a lone surrogate (\\u{ord(text[exc.start]):04x} at character {exc.start}); "
+                    "a \\uD800-\\uDFFF escape must be one half of a valid pair: fix or remove it")
+    return None
+
+
+def _parse_line(raw: bytes, number: int, where: str,
+                parse: Callable[[dict[str, Any]], tuple[T | None, list[str]]]) -> tuple[T | None, list[str]]:
+    """One JSONL line -> (the row, or None for a blank line or a bad one; its problems, each `where: what`)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [f"{where}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8"]
+    if number == 1:
+        line = line.removeprefix("\ufeff")  # tolerate a UTF-8 byte-order mark
+    if not line.strip():
+        return None, []  # blank lines (e.g. a trailing newline) carry no row
+    try:
+        row = loads_bounded(line)
+    except json.JSONDecodeError as exc:
+        return None, [f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); expected one JSON object per line"]
+    except JSONLimitError as exc:
+        return None, [f"{where}: refused: {exc}"]
+    if not isinstance(row, dict):
+        return None, [f"{where}: expected a JSON object, got {_type_name(row)}"]
+    surrogate = _surrogate_problem(row)
+    if surrogate is not None:
+        return None, [f"{where}: {surrogate}"]
+    example, found = parse(row)
+    return example, [f"{where}: {p}" for p in found]
+
+
 def _iter_rows(path: Path, parse: Callable[[dict[str, Any]], tuple[T | None, list[str]]]) -> Iterator[T]:
     """Parse rows lazily; raise one DataFormatError with every problem (up to MAX_PROBLEMS) at the end."""
     problems: list[str] = []
@@ -175,31 +223,8 @@ def _iter_rows(path: Path, parse: Callable[[dict[str, Any]], tuple[T | None, lis
         for number, raw in enumerate(handle, start=1):
             if len(problems) >= MAX_PROBLEMS:
                 raise DataFormatError(path, problems[:MAX_PROBLEMS], truncated=True)
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                problems.append(f"{where}: not valid UTF-8 (byte {exc.start}); save the file as UTF-8")
-                continue
-            if number == 1:
-                line = line.removeprefix("\ufeff")  # tolerate a UTF-8 byte-order mark
-            if not line.strip():
-                continue  # blank lines (e.g. a trailing newline) carry no row
-            try:
-                row = loads_bounded(line)
-            except json.JSONDecodeError as exc:
-                problems.append(
-                    f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); expected one JSON object per line"
-                )
-                continue
-            except JSONLimitError as exc:
-                problems.append(f"{where}: refused: {exc}")
-                continue
-            if not isinstance(row, dict):
-                problems.append(f"{where}: expected a JSON object, got {_type_name(row)}")
-                continue
-            example, found = parse(row)
-            problems.extend(f"{where}: {p}" for p in found)
+            example, found = _parse_line(raw, number, f"{path}:{number}", parse)
+            problems.extend(found)
             if example is not None:
                 count += 1
                 if not problems:
@@ -208,6 +233,99 @@ def _iter_rows(path: Path, parse: Callable[[dict[str, Any]], tuple[T | None, lis
         problems.append(f"{path}: the file has no rows; expected one JSON object per line")
     if problems:
         raise DataFormatError(path, problems)
+
+
+class RowCapError(ValueError):
+    """More rows than a streamed file may have: the caller answers 413 (too large), not a format problem."""
+
+
+def parse_mc_upload(row: dict[str, Any]) -> tuple[MCExample | None, list[str]]:
+    """A multiple-choice row as an evaluation upload accepts it: the format, and at most MAX_MC_CHOICES choices
+    (each choice is one scoring of the whole row, so the count bounds the job's work)."""
+    choices = row.get("choices")
+    if isinstance(choices, list) and len(choices) > MAX_MC_CHOICES:
+        return None, [f"{len(choices)} choices; at most {MAX_MC_CHOICES} per row"]
+    return _parse_mc(row)
+
+
+class StreamedJsonl(Generic[T]):
+    """Check a JSONL file while it arrives, chunk by chunk, holding at most one row in memory.
+
+    Every row is parsed and checked as the loaders do (same messages, `name:line`), and the bytes of
+    good rows go to `out`, so what is stored is exactly what was checked. Memory stays bounded whatever
+    arrives: a row longer than `max_row_bytes` is skipped to its newline (counted, never buffered); a row
+    past `max_rows` raises RowCapError at once; once `keep` rows are kept the rest is ignored unparsed
+    (an evaluation's `limit`); MAX_PROBLEMS problems stop it with DataFormatError.
+    """
+
+    def __init__(self, name: str, parse: Callable[[dict[str, Any]], tuple[T | None, list[str]]], out: IO[bytes],
+                 max_rows: int, max_row_bytes: int, keep: int | None = None) -> None:
+        self.name, self.parse, self.out = name, parse, out
+        self.max_rows, self.max_row_bytes, self.keep = max_rows, max_row_bytes, keep
+        self.rows = 0  # good rows so far (written to `out` while the file has no problem)
+        self.problems: list[str] = []
+        self._line = 0
+        self._buffer = bytearray()
+        self._skipped: int | None = None  # bytes of a too-long current line, which is not buffered
+
+    @property
+    def full(self) -> bool:
+        return self.keep is not None and self.rows >= self.keep
+
+    def write(self, chunk: bytes) -> None:
+        start = 0
+        while start < len(chunk) and not self.full:
+            newline = chunk.find(b"\n", start)
+            end = len(chunk) if newline < 0 else newline
+            if self._skipped is not None:
+                self._skipped += end - start
+            elif len(self._buffer) + end - start > self.max_row_bytes:
+                self._skipped = len(self._buffer) + end - start
+                self._buffer.clear()
+            else:
+                self._buffer += chunk[start:end]
+            if newline < 0:
+                return
+            self._end_line()
+            start = newline + 1
+
+    def finish(self) -> int:
+        """Check the last line; raise DataFormatError for any problem; returns the rows kept."""
+        if not self.full and (self._buffer or self._skipped is not None):
+            self._end_line()
+        if not self.problems and self.rows == 0:
+            self.problems.append(f"{self.name}: the file has no rows; expected one JSON object per line")
+        if self.problems:
+            raise DataFormatError(Path(self.name), self.problems)
+        return self.rows
+
+    def _end_line(self) -> None:
+        self._line += 1
+        where = f"{self.name}:{self._line}"
+        if self._skipped is not None:
+            self._problem(f"{where}: the row is {self._skipped:,} bytes; at most {self.max_row_bytes:,} bytes "
+                          "per row: shorten it")
+            self._skipped = None
+            return
+        raw = bytes(self._buffer)
+        self._buffer.clear()
+        example, found = _parse_line(raw, self._line, where, self.parse)
+        for problem in found:
+            self._problem(problem)
+        if example is None:
+            return
+        if self.rows >= self.max_rows:
+            raise RowCapError(f"{self.name}: more than {self.max_rows:,} rows (line {self._line}); send at most "
+                              f"{self.max_rows:,}, or a `limit` field (before the file) to use the first rows")
+        self.rows += 1
+        if not self.problems:  # once the file is refused, storing more of it is pointless
+            self.out.write(raw.removeprefix(BOM) if self._line == 1 else raw)
+            self.out.write(b"\n")
+
+    def _problem(self, problem: str) -> None:
+        self.problems.append(problem)
+        if len(self.problems) > MAX_PROBLEMS:
+            raise DataFormatError(Path(self.name), self.problems[:MAX_PROBLEMS], truncated=True)
 
 
 def load_prompt_jsonl(path: str | Path, max_rows: int = MAX_PROMPTS) -> list[Prompt]:

@@ -1,11 +1,17 @@
 """Evaluation requests: a built-in task by name, or a multiple-choice JSONL uploaded with the request.
-Both are checked before a job is queued (unknown task, bad rows -> 422 naming each bad line)."""
+Both are checked before a job is queued (unknown task, bad rows -> 422 naming each bad line).
+
+An uploaded JSONL is checked row by row while it arrives (`EvaluationUpload`), so the API holds one
+row at a time, never the file: at most MAX_EVAL_LIMIT rows (RowCapError, 413), MAX_MC_ROW_BYTES bytes
+and MAX_MC_CHOICES choices per row (422 naming the line), and only the first `limit` rows are read."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from sqlmodel import Session
 
@@ -13,11 +19,12 @@ from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.errors import Conflict, Unprocessable
+from model_owner_server.app.services.uploads import UploadedFile
 from model_owner_server.db.models import AgreementCheck, Evaluation, JobKind
 from model_owner_server.jobs import queue
 from model_owner_server.storage.keys import evaluation_data
 from shared.api import MAX_EVAL_LIMIT
-from shared.data_formats import DataFormatError, load_mc_jsonl, write_mc_jsonl
+from shared.data_formats import MAX_MC_ROW_BYTES, DataFormatError, MCExample, StreamedJsonl, parse_mc_upload
 
 MAX_ID_CHARS = 64
 MAX_TASK_CHARS = 200  # the evaluation.task column
@@ -66,17 +73,41 @@ def upload_fields(fields: dict[str, str], file_parts: int) -> UploadFields:
     return UploadFields(adapter_id, task, limit)
 
 
-def prepare_upload(path: Path, filename: str, limit: int | None, out: Path) -> Path:
-    """Check every row of the uploaded JSONL (422 naming each bad line); returns the data to evaluate:
-    the file itself, or its first `limit` rows."""
-    try:
-        rows = load_mc_jsonl(path)
-    except DataFormatError as exc:
-        problems = [p.replace(str(path), filename) for p in exc.problems]
-        raise unprocessable(f"{filename}: {len(problems)} problem(s) in the multiple-choice JSONL", problems) from exc
-    if limit is None or limit >= len(rows):
-        return path
-    return write_mc_jsonl(out, rows[:limit])
+def format_problems(filename: str, exc: DataFormatError) -> Unprocessable:
+    """422 listing every bad line (each already named `filename:line`)."""
+    return unprocessable(f"{filename}: {len(exc.problems)} problem(s) in the multiple-choice JSONL", exc.problems)
+
+
+def _limit_of(fields: Mapping[str, str]) -> int | None:
+    text = fields.get("limit", "").strip()
+    return int(text) if _LIMIT.fullmatch(text) and 1 <= int(text) <= MAX_EVAL_LIMIT else None
+
+
+@dataclass
+class EvaluationUpload:
+    """The multipart sink of an evaluation upload: each `file` part is checked as it arrives and only its
+    good rows are written, the first `limit` of them when the `limit` field came before the file (what a
+    client sends first); a later `limit` is applied by `data_file`, still one row at a time."""
+
+    checkers: dict[Path, StreamedJsonl[MCExample]] = field(default_factory=dict)
+
+    def sink_for(self, part: UploadedFile, out: IO[bytes],
+                 fields: Mapping[str, str]) -> StreamedJsonl[MCExample] | None:
+        if part.field != "file":
+            return None
+        checker = StreamedJsonl(part.filename or "upload.jsonl", parse_mc_upload, out, max_rows=MAX_EVAL_LIMIT,
+                                max_row_bytes=MAX_MC_ROW_BYTES, keep=_limit_of(fields))
+        self.checkers[part.path] = checker
+        return checker
+
+    def data_file(self, part: UploadedFile, limit: int | None, out: Path) -> Path:
+        """The checked rows to evaluate: the part's file, or its first `limit` rows."""
+        if limit is None or self.checkers[part.path].rows <= limit:
+            return part.path
+        with part.path.open("rb") as source, out.open("wb") as target:
+            for _ in range(limit):  # one good row per line, each at most MAX_MC_ROW_BYTES
+                target.write(source.readline())
+        return out
 
 
 def create_evaluation(session: Session, state: AppState, principal: Principal, adapter_id: str, task: str,

@@ -21,6 +21,7 @@ from model_owner_server.app.services.access import visible_evaluation
 from model_owner_server.app.services.evaluations import MAX_ID_CHARS, MAX_TASK_CHARS
 from model_owner_server.app.services.views import evaluation_out
 from shared.api import MAX_EVAL_LIMIT, EvaluationList, EvaluationOut, EvaluationRequest
+from shared.data_formats import MAX_MC_CHOICES, MAX_MC_ROW_BYTES, DataFormatError, RowCapError
 
 router = api_router(prefix="/v1/evaluations", tags=["evaluations"])
 
@@ -32,9 +33,12 @@ CREATE_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "task": {"type": "string", "maxLength": MAX_TASK_CHARS,
                  "description": "a name for this data set (default: custom)"},
         "limit": {"type": "integer", "minimum": 1, "maximum": MAX_EVAL_LIMIT,
-                  "description": "evaluate on the first N rows (default: every row)"},
+                  "description": "evaluate on the first N rows (default: every row); sent before the file, "
+                                 "the rest of the file is not parsed"},
         "file": {"type": "string", "format": "binary",
-                 "description": 'JSONL rows {"context": str, "choices": [str, ...], "label": int}'}}}},
+                 "description": f'JSONL rows {{"context": str, "choices": [str, ...], "label": int}}: at most '
+                                f'{MAX_EVAL_LIMIT} rows (413), {MAX_MC_ROW_BYTES} bytes and {MAX_MC_CHOICES} '
+                                'choices per row (422)'}}}},
 }}}
 
 
@@ -54,7 +58,8 @@ async def _json_request(request: Request) -> EvaluationRequest:
 @router.post("", response_model=EvaluationOut, status_code=status.HTTP_202_ACCEPTED, openapi_extra=CREATE_BODY,
              summary="Evaluate an adapter on a built-in task (JSON) or an uploaded JSONL (multipart)",
              responses={400: {"description": "malformed body"}, 404: {"description": "unknown adapter"},
-                        413: {"description": "over the upload cap"}, 422: {"description": "invalid request/data"}})
+                        413: {"description": "over the upload cap or the row cap"},
+                        422: {"description": "invalid request/data"}})
 async def create_evaluation(request: Request, state: StateDep, principal: PrincipalDep) -> EvaluationOut:
     def create(adapter_id: str, task: str, limit: int | None, upload: Path | None) -> EvaluationOut:
         with Session(state.engine, expire_on_commit=False) as session:
@@ -63,11 +68,17 @@ async def create_evaluation(request: Request, state: StateDep, principal: Princi
 
     if request.headers.get("content-type", "").startswith("multipart/"):
         with request_workdir(state, "eval-") as work:
-            form = await parse_multipart(request, work, state.settings.max_upload_bytes)
+            # rows are checked and counted as the body arrives: a refusal stops reading, nothing is stored
+            checked = service.EvaluationUpload()
+            try:
+                form = await parse_multipart(request, work, state.settings.max_upload_bytes, checked.sink_for)
+            except RowCapError as exc:
+                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
+            except DataFormatError as exc:
+                raise service.format_problems(exc.path.name, exc) from exc
             fields = service.upload_fields(form.fields, len([f for f in form.files if f.field == "file"]))
             upload = next(f for f in form.files if f.field == "file")
-            data = await run_in_threadpool(service.prepare_upload, upload.path, upload.filename, fields.limit,
-                                           work / "data.jsonl")
+            data = await run_in_threadpool(checked.data_file, upload, fields.limit, work / "data.jsonl")
             return await run_in_threadpool(create, fields.adapter_id, fields.task, fields.limit, data)
     body = await _json_request(request)
     await run_in_threadpool(service.check_builtin_task, body.task)
