@@ -16,6 +16,7 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,8 +28,16 @@ from shared.training_batches import pad_token_id
 
 TARGET_DELIMITER = " "
 DEFAULT_MAX_LENGTH = 2048  # the harness's fallback when neither config nor tokenizer says
+# requests tokenized and scored at a time: tokens are held for one chunk only, and `progress` (a job's
+# cancellation check) runs before each chunk, so a cancel never waits for the whole data set to tokenize
+SCORE_CHUNK = 256
 
 Plain = tuple[int, list[int], list[int]]  # (request index, model input, continuation ids)
+
+
+class NonFiniteScores(ValueError):
+    """The model's log-likelihoods are NaN or infinite (its activations overflow): no accuracy is computed
+    from them, since comparisons with NaN pick an arbitrary choice."""
 
 
 class MCPrediction(BaseModel):
@@ -255,6 +264,10 @@ def mean_stderr(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
 
 
+def _offset_progress(progress: Callable[[int, int], None], offset: int, total: int, done: int, _: int) -> None:
+    progress(offset + done, total)
+
+
 def score_multiple_choice(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -263,15 +276,35 @@ def score_multiple_choice(
     progress: Callable[[int, int], None] | None = None,
     share_context: bool = True,
 ) -> MCResult:
-    """acc / acc_norm with standard errors and per-example predictions; `progress` counts choices."""
+    """acc / acc_norm with standard errors and per-example predictions; `progress` counts choices.
+    Examples are tokenized and scored SCORE_CHUNK requests at a time, `progress` called before each chunk
+    too; NonFiniteScores as soon as one log-likelihood is NaN or infinite."""
     if not examples:
         raise ValueError("no examples to score")
-    requests: list[tuple[str, str]] = []
     for i, example in enumerate(examples):
         if len(example.choices) < 2 or not all(example.choices) or not 0 <= example.label < len(example.choices):
             raise ValueError(f"example {i}: needs >= 2 non-empty choices and 0 <= label < len(choices)")
-        requests.extend(continuation_pair(example.context, choice) for choice in example.choices)
-    flat = loglikelihoods(model, tokenizer, requests, batch_size, progress, share_context=share_context)
+    total = sum(len(example.choices) for example in examples)
+    flat: list[float] = []
+    start = 0
+    while start < len(examples):
+        end, size = start, 0
+        while end < len(examples) and (end == start or size + len(examples[end].choices) <= SCORE_CHUNK):
+            size += len(examples[end].choices)
+            end += 1  # whole examples only: the choices of one question share its context's forward
+        if progress is not None:
+            progress(len(flat), total)  # before tokenizing: where a job notices a cancel
+        requests = [continuation_pair(e.context, choice) for e in examples[start:end] for choice in e.choices]
+        owners = [i for i in range(start, end) for _ in examples[i].choices]  # request -> example index
+        hook = partial(_offset_progress, progress, len(flat), total) if progress is not None else None
+        values = loglikelihoods(model, tokenizer, requests, batch_size, hook, share_context=share_context)
+        bad = [i for i, value in enumerate(values) if not math.isfinite(value)]
+        if bad:
+            raise NonFiniteScores(f"{len(bad)} of {len(values)} log-likelihoods are not finite (NaN or Inf), the "
+                                  f"first at example {owners[bad[0]] + 1}: the model's activations overflow on "
+                                  "this data")
+        flat.extend(values)
+        start = end
     predictions, offset = [], 0
     for example in examples:
         lls = flat[offset : offset + len(example.choices)]

@@ -6,13 +6,14 @@ The matrix, its rows and its gaps are part of the REST contract both parties rea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from shared.data_formats import MCExample, TrainExample
 from shared.perplexity import perplexity
-from shared.scoring import score_multiple_choice
+from shared.scoring import NonFiniteScores, score_multiple_choice
 from shared.wire import MATRIX_ROWS, EvaluationMatrix, Score
 
 ROWS = tuple(MATRIX_ROWS)
@@ -35,4 +36,7 @@ def score_model(
 
     texts = [e.context + e.target for e in examples if isinstance(e, TrainExample)]
     windows = fixed_windows(tokenizer, texts, 256, 32)
-    return Score(metric="ppl", value=perplexity(model, windows), n=int(windows.numel()))
+    value = perplexity(model, windows)
+    if not math.isfinite(value):  # a NaN loss: no perplexity to report (an overflow, not a bad fit)
+        raise NonFiniteScores(f"the perplexity is {value} (NaN or Inf): the model's activations overflow on this data")
+    return Score(metric="ppl", value=value, n=int(windows.numel()))

@@ -11,8 +11,16 @@ from model_owner_server.evaluation.matrix import EvaluationMatrix, Score, score_
 from model_owner_server.plug_in import CheckedAdapter, changes_outputs, emulator_with_adapter, plug_in
 from shared.data_formats import MCExample, TrainExample
 from shared.manifest import EmulatorManifest
+from shared.scoring import NonFiniteScores
 
 RowProgress = Callable[[str, int, int], None]  # (row, done, total)
+WITH_ADAPTER = {"emulator_fine_tuned": "the emulator with the adapter",
+                "plug_in": "the full model with the adapter plugged in"}
+
+
+class AdapterRefused(ValueError):
+    """The adapter makes a model produce non-finite scores: the evaluation fails with this reason instead
+    of reporting an accuracy computed from NaN."""
 
 
 def evaluate_adapter(
@@ -32,7 +40,14 @@ def evaluate_adapter(
     def run(row: str, model: PreTrainedModel) -> None:
         if row not in rows:
             hook = (lambda done, total: progress(row, done, total)) if progress else None
-            rows[row] = score_model(model, base.tokenizer, examples, batch_size=batch_size, progress=hook)
+            try:
+                rows[row] = score_model(model, base.tokenizer, examples, batch_size=batch_size, progress=hook)
+            except NonFiniteScores as exc:
+                if row not in WITH_ADAPTER:
+                    raise
+                raise AdapterRefused(f"adapter refused: {WITH_ADAPTER[row]} produces non-finite scores on this data "
+                                     f"({exc}), so no accuracy is reported; its weights overflow the model: retrain "
+                                     "it (e.g. with a lower learning rate) and upload it again") from exc
 
     run("full_zero_shot", base.model)
     run("emulator_zero_shot", emulator)
