@@ -22,7 +22,7 @@ from rich.progress import (
 
 from model_owner_server import base_models
 from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config
-from model_owner_server.emulators.stage1 import Stage1Progress
+from model_owner_server.emulators.stage1 import INITIALISATION, Stage1Progress
 from shared.assets import AssetError
 from shared.blocks import UnsupportedModelError
 from shared.progress import ProgressReporter, progress
@@ -98,6 +98,9 @@ def stage2_columns() -> list[ProgressColumn]:
 
 def stage1_report(reporter: ProgressReporter) -> Callable[[Stage1Progress], None]:
     def report(p: Stage1Progress) -> None:
-        reporter.update(p.step, total=p.total, loss=p.loss, reward=p.reward)
+        # the phase in the plain line's description: the estimate restarts when the steps begin
+        phase = STAGE1_LABEL if p.phase != INITIALISATION else (
+            f"{STAGE1_LABEL}: initialisation (caching activations, fitting the harmonizers; minutes)")
+        reporter.update(p.step, total=p.total, description=phase, loss=p.loss, reward=p.reward)
 
     return report

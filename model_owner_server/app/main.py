@@ -37,6 +37,7 @@ from model_owner_server.app.services.errors import Conflict, Gone, NotFound, Ser
 from model_owner_server.db.migrate import upgrade
 from model_owner_server.db.outage import RETRY_AFTER_S, describe, is_transient, unavailable_detail
 from model_owner_server.settings import Settings, get_settings
+from model_owner_server.storage.scratch import sweep_at_startup
 
 log = logging.getLogger("scaleot.api")
 
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = AppState.from_settings(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     state.schema_revision = upgrade(state.engine)
+    sweep_at_startup(settings.data_dir, state.store)  # what a killed API process left (an upload's folder)
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # the limiter belongs to the running event loop, so it is sized here, not at import

@@ -55,6 +55,12 @@ class Stage1Progress:
     total: int
     loss: float
     reward: float
+    # "initialisation" (activations cached, harmonizers fitted by regression: minutes, no steps) or
+    # "training steps"; a job names it in its status, and estimates count step time only
+    phase: str = "training steps"
+
+
+INITIALISATION = "initialisation"
 
 
 ProgressFn = Callable[[Stage1Progress], None]
@@ -276,6 +282,8 @@ def run_stage1(
     init = ckpt.restore_init()
     comm.barrier()  # every rank has read the checkpoint before rank 0 may write the initialised one
     if init is None:  # a fresh run (a checkpoint already holds the initialised state)
+        if on_progress is not None and comm.is_main:
+            on_progress(Stage1Progress(0, config.steps, float("nan"), float("nan"), INITIALISATION))
         init = initialise(base, config, middle, harmonizers, dl_stream, rl_stream)
         with torch.no_grad():  # ranks agree on the start (DDP broadcasts rank 0's harmonizers)
             scores.copy_(comm.mean(torch.tensor(init.importance)))

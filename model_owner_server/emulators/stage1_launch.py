@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return stop_file or orphaned
 
         def on_progress(p: Stage1Progress) -> None:
-            events.write("step", step=p.step, total=p.total, loss=p.loss, reward=p.reward)
+            events.write("step", step=p.step, total=p.total, loss=p.loss, reward=p.reward, phase=p.phase)
 
         main_rank = comm.is_main
         try:
@@ -255,7 +255,8 @@ def run_stage1_processes(
             if on_event is not None:
                 on_event(event)
             if event["event"] == "step" and on_progress is not None:
-                on_progress(Stage1Progress(event["step"], event["total"], event["loss"], event["reward"]))
+                on_progress(Stage1Progress(event["step"], event["total"], event["loss"], event["reward"],
+                                           event.get("phase", "training steps")))
 
     with open(log_file, "wb") as log:
         # a session of its own: a terminal's Ctrl-C reaches the caller only, which stops the ranks gracefully

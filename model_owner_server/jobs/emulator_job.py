@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from model_owner_server.emulators.build import build_emulator, generate_emulator
 from model_owner_server.emulators.obtain import obtain_profile
 from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config
 from model_owner_server.emulators.spec import EmulatorSpec
-from model_owner_server.emulators.stage1 import Stage1Progress
+from model_owner_server.emulators.stage1 import INITIALISATION, Stage1Progress
 from model_owner_server.emulators.task_calibration import (
     CalibrationCancelled,
     calibrate_harmonizers,
@@ -23,6 +21,7 @@ from model_owner_server.emulators.task_calibration import (
 )
 from model_owner_server.jobs.worker import JobCancelled, JobContext, WorkerServices
 from model_owner_server.storage.keys import PROMPTS_FILE, emulator_prefix, prompt_set_prefix
+from model_owner_server.storage.scratch import scratch_dir, scratch_root
 from shared.artifacts import write_emulator
 from shared.data_formats import load_prompt_jsonl
 from shared.manifest import EmulatorManifest
@@ -79,8 +78,12 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
         ctx.progress(0.01, "stage 1 (Dynamic LayerReplace): looking for a cached importance profile", force=True)
 
         def on_step(p: Stage1Progress) -> None:
+            if p.phase == INITIALISATION:
+                ctx.progress(0.01, "stage 1 initialisation: caching activations and fitting the harmonizers "
+                                   "(minutes before the first step)", force=True)
+                return
             ctx.progress(STAGE1_SHARE * p.step / p.total,
-                         f"stage 1 step {p.step}/{p.total}: loss {p.loss:.3f}, reward {p.reward:.3f}")
+                         f"stage 1 training step {p.step}/{p.total}: loss {p.loss:.3f}, reward {p.reward:.3f}")
 
         def waiting() -> None:
             ctx.progress(0.01, "stage 1: another worker is training this importance profile; waiting for it",
@@ -92,10 +95,8 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
                                  should_stop=ctx.should_stop, on_wait=waiting,
                                  on_notice=lambda message: ctx.progress(0.01, message, force=True))
     ctx.progress(STAGE1_SHARE if stage1 else 0.1, "stage 2: generating the emulator", force=True)
-    tmp_root = services.settings.data_dir / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{row.id}.", dir=tmp_root))
-    try:
+    # locked while in use, so a folder a killed worker left is cleared at the next start-up (storage.scratch)
+    with scratch_dir(scratch_root(services.settings.data_dir), f"{row.id}.") as tmp:
         start = STAGE1_SHARE if stage1 else 0.1
 
         def on_build(fraction: float, message: str) -> None:  # the long steps: SRC re-fit, OT-KD distillation
@@ -107,10 +108,8 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
             manifest = build_emulator(base, spec, profile, tmp / "emulator", on_progress=on_build)
         if manifest.emulator_id != row.id:
             raise RuntimeError(f"built emulator id {manifest.emulator_id} != requested {row.id} (settings changed?)")
-        ctx.progress(0.98, "publishing the emulator files", force=True)
+        ctx.progress(0.98, "writing: publishing the emulator files", force=True)
         services.store.put_dir(emulator_prefix(row.id), tmp / "emulator")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     ctx.db(lambda: _record_manifest(services, row.id, manifest), "recording the manifest")
     size = sum(f.size for f in manifest.files.values())
     return f"emulator ready: {len(manifest.layers)} blocks, {size / 1e6:.1f} MB"

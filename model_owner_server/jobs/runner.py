@@ -13,6 +13,7 @@ from model_owner_server.jobs.worker import Worker, WorkerServices
 from model_owner_server.model_cache import BaseModelCache
 from model_owner_server.settings import Settings
 from model_owner_server.storage.factory import make_store
+from model_owner_server.storage.scratch import sweep_at_startup
 
 
 def build_worker(settings: Settings, worker_id: str | None = None) -> Worker:
@@ -24,6 +25,7 @@ def build_worker(settings: Settings, worker_id: str | None = None) -> Worker:
         store=make_store(settings),
         base_models=BaseModelCache(settings.base_cache_size, settings.torch_dtype),
     )
+    sweep_at_startup(settings.data_dir, services.store)  # what a killed worker left (a build's folder)
     return Worker(services, HANDLERS, worker_id)
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from model_owner_server.storage.base import ObjectInfo, StoreError, check_key
 from shared.atomic import atomic_file
+
+PARTIAL_AGE_S = 3600.0
 
 
 class LocalArtifactStore:
@@ -81,3 +84,20 @@ class LocalArtifactStore:
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+
+def sweep_partial(store: LocalArtifactStore, min_age_s: float = PARTIAL_AGE_S) -> list[str]:
+    """Remove what `put_dir` left when its process was killed mid-publish: the hidden `.<name>.*` folders
+    beside the artifacts, older than `min_age_s` (a publish copies for seconds, not an hour)."""
+    now = time.time()
+    removed: list[str] = []
+    for kind in (p for p in store.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for entry in kind.iterdir():
+            try:
+                stale = entry.name.startswith(".") and entry.is_dir() and now - entry.stat().st_mtime > min_age_s
+            except FileNotFoundError:
+                continue
+            if stale:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(f"{kind.name}/{entry.name}")
+    return removed

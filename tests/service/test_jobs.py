@@ -74,7 +74,7 @@ def test_cancel_running_job_and_release_on_shutdown(tmp_path: Path) -> None:
 
         worker = build_worker(settings, "w1")
         thread = run_in_thread(worker)
-        wait_for(lambda: "stage 1 step" in status(client, alice, emulator_id)["message"])
+        wait_for(lambda: "stage 1 training step" in status(client, alice, emulator_id)["message"])
         worker.shutdown.set()  # SIGTERM: the job goes back to the queue, the attempt is not counted
         thread.join(30)
         back = status(client, alice, emulator_id)
@@ -83,7 +83,7 @@ def test_cancel_running_job_and_release_on_shutdown(tmp_path: Path) -> None:
 
         worker = build_worker(settings, "w2")
         thread = run_in_thread(worker)
-        wait_for(lambda: "stage 1 step" in status(client, alice, emulator_id)["message"])
+        wait_for(lambda: "stage 1 training step" in status(client, alice, emulator_id)["message"])
         response = client.post(f"/v1/emulators/{emulator_id}/cancel", headers=alice)
         assert response.status_code == 202
         thread.join(30)
@@ -112,7 +112,7 @@ def test_two_workers_train_a_shared_profile_once(tmp_path: Path, monkeypatch: An
         ids = [client.post("/v1/emulators", json={**LONG_STAGE1, "alpha": alpha}, headers=alice).json()["id"]
                for alpha in (0.5, 0.25)]
         first = run_in_thread(build_worker(settings, "w1"))
-        wait_for(lambda: "stage 1 step" in status(client, alice, ids[0])["message"])
+        wait_for(lambda: "stage 1 training step" in status(client, alice, ids[0])["message"])
         second = run_in_thread(build_worker(settings, "w2"))
         wait_for(lambda: "waiting for it" in status(client, alice, ids[1])["message"]
                  or status(client, alice, ids[1])["state"] == "succeeded")

@@ -78,7 +78,7 @@ def test_three_workers_run_every_job_exactly_once_and_recover_a_killed_one(tmp_p
         victim: Job | None = None
         while victim is None:
             assert time.monotonic() < deadline, [(j.state, j.message) for j in jobs(engine)]
-            running = [j for j in jobs(engine) if j.state == "running" and "stage 1 step" in j.message]
+            running = [j for j in jobs(engine) if j.state == "running" and "stage 1 training step" in j.message]
             victim = next((j for j in running if 0.3 < j.progress < 0.7 and j.lease_owner), None)
             time.sleep(0.1)
         assert victim.lease_owner is not None

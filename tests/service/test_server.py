@@ -159,7 +159,7 @@ def test_full_flow_crash_recovery_and_restart(server: Server, server_env: dict[s
 
     # the worker is SIGKILLed during stage 1: its lease expires and the job is run again to the end
     slow_id = client.post("/v1/emulators", json=SLOW, headers=alice).json()["id"]
-    wait_state(client, f"/v1/emulators/{slow_id}", alice, {"running"}, message="stage 1 step")
+    wait_state(client, f"/v1/emulators/{slow_id}", alice, {"running"}, message="stage 1 training step")
     for pid in server.worker_pids():
         os.kill(pid, signal.SIGKILL)
     recovered = wait_state(client, f"/v1/emulators/{slow_id}", alice, {"succeeded", "failed"}, timeout=120)

@@ -43,7 +43,7 @@ def run_in_thread(worker: Worker) -> threading.Thread:
 
 
 def step_of(message: str) -> int:
-    match = re.match(r"stage 1 step (\d+)/", message)
+    match = re.match(r"stage 1 training step (\d+)/", message)
     return int(match.group(1)) if match else 0
 
 

@@ -77,7 +77,7 @@ def test_obtain_profile_trains_once_then_returns_the_cached_profile() -> None:
     steps: list[int] = []
     first = obtain_profile(base, config, on_start=lambda: started.append(True),
                            on_progress=lambda p: steps.append(p.step), on_notice=notices.append)
-    assert started == [True] and steps == [1, 2] and notices == []
+    assert started == [True] and steps == [0, 1, 2] and notices == []  # 0: the initialisation phase
     by_name = obtain_profile("tiny-llama", config, on_start=lambda: started.append(True), on_notice=notices.append)
     assert by_name.meta.profile_id == first.meta.profile_id == base_profile_id(base, config)
     assert started == [True] and notices == [f"using cached stage-1 profile {first.meta.profile_id}"]

@@ -64,7 +64,9 @@ def test_stage1_trains_harmonizers_and_reports_progress() -> None:
     seen: list[Stage1Progress] = []
     base = load_base_model("tiny-gpt2")
     profile = run_stage1(base, tiny_config(steps=6), texts=TEXTS, on_progress=seen.append)
-    assert [p.step for p in seen] == [1, 2, 3, 4, 5, 6] and all(p.total == 6 for p in seen)
+    # the initialisation is announced as its own phase before the first step (a job names it in its status)
+    assert [(p.step, p.phase) for p in seen] == [(0, "initialisation"), *((s, "training steps") for s in range(1, 7))]
+    assert all(p.total == 6 for p in seen)
     assert len(profile.meta.curve) == 6 and profile.meta.importance != [0.0] * 6
     init = profile.meta.init
     assert init is not None and len(init.influence) == len(init.fit_error) == len(init.importance) == 6

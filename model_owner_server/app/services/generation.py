@@ -6,7 +6,7 @@ import logging
 import time
 
 import torch
-from transformers import PreTrainedModel
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.errors import Gone, Unprocessable
@@ -60,6 +60,21 @@ def check_fits(prompt_tokens: int, max_new: int, window: int | None) -> None:
                             "shorten the prompt or ask for fewer tokens")
 
 
+class NonFiniteLogits(ValueError):
+    """The plugged model's next-token logits hold NaN or +Inf (its activations overflow on this prompt)."""
+
+
+class FiniteLogits(LogitsProcessor):
+    """Stop generation at the first step whose logits hold NaN or +Inf, or no finite value at all. Greedy
+    decoding would otherwise pick token 0 from NaN and answer "!!!!!" as if it were text. It runs after
+    generate's own processors (which may set single logits to -Inf on purpose), so -Inf alone is allowed."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if torch.isnan(scores).any() or torch.isposinf(scores).any() or torch.isneginf(scores).all(-1).any():
+            raise NonFiniteLogits(f"non-finite logits after {input_ids.shape[-1]} tokens")
+        return scores
+
+
 @torch.no_grad()
 def generate(state: AppState, adapter: Adapter, emulator: Emulator, request: GenerateRequest) -> GenerateOut:
     started = time.perf_counter()
@@ -75,12 +90,18 @@ def generate(state: AppState, adapter: Adapter, emulator: Emulator, request: Gen
     check_fits(int(inputs["input_ids"].shape[1]), max_new, context_window(model))
     sample = request.temperature > 0
     options: dict[str, object] = {"max_new_tokens": max_new, "do_sample": sample,
-                                  "pad_token_id": pad_token_id(tokenizer)}
+                                  "pad_token_id": pad_token_id(tokenizer),
+                                  "logits_processor": LogitsProcessorList([FiniteLogits()])}
     if sample:
         options.update(temperature=request.temperature, top_p=request.top_p)
         torch.manual_seed(request.seed if request.seed is not None else int(time.time_ns() % 2**31))
     try:
         output = model.generate(**inputs, **options)  # type: ignore[operator]
+    except NonFiniteLogits as exc:
+        raise Unprocessable("the adapter is refused for this prompt: with it plugged in, the model produces "
+                            f"non-finite values (NaN or Inf) ({exc}), so there is no text to return; its weights "
+                            "overflow the full model: retrain it (e.g. with a lower learning rate) and upload it "
+                            "again") from exc
     except RuntimeError as exc:  # "probability tensor contains either inf, nan or element < 0"
         if "probability tensor" not in str(exc):
             raise
