@@ -6,11 +6,11 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from model_owner_server.db.models import AgreementCheck, Emulator
+from model_owner_server.emulators.stored import load_stored_emulator
 from model_owner_server.evaluation.agreement import TRANSFER_THRESHOLD, measure_agreement, verdict
 from model_owner_server.jobs.worker import JobContext, WorkerServices
-from model_owner_server.storage.keys import PROMPTS_FILE, agreement_prefix, emulator_prefix
+from model_owner_server.storage.keys import PROMPTS_FILE, agreement_prefix
 from shared.api import AgreementResult
-from shared.artifacts import load_emulator
 from shared.data_formats import load_prompt_jsonl
 
 
@@ -35,7 +35,8 @@ def run_agreement_check(ctx: JobContext, services: WorkerServices) -> str:
         raise LookupError(f"agreement check {ctx.job.subject_id} or its emulator no longer exists")
     ctx.progress(0.0, "loading the prompts and the emulator", force=True)
     prompts = load_prompt_jsonl(services.store.local_dir(agreement_prefix(row.id)) / PROMPTS_FILE)
-    model, tokenizer, manifest = load_emulator(services.store.local_dir(emulator_prefix(emulator_row.id)))
+    model, tokenizer, manifest = load_stored_emulator(services.store, services.engine, emulator_row,
+                                                      "run the agreement check again")
     base = services.base_models.get(manifest.base_model)
     report = measure_agreement(base.model, model, tokenizer, prompts,
                                progress=lambda fraction: ctx.progress(fraction, "scoring the prompts"))

@@ -7,12 +7,12 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from model_owner_server.db.models import Adapter, Emulator, Evaluation
+from model_owner_server.emulators.stored import load_stored_emulator
 from model_owner_server.evaluation.matrix import Score
 from model_owner_server.evaluation.run import evaluate_adapter
 from model_owner_server.jobs.worker import JobContext, WorkerServices
 from model_owner_server.plug_in import check_adapter
-from model_owner_server.storage.keys import UPLOADED_DATA, adapter_prefix, emulator_prefix, evaluation_prefix
-from shared.artifacts import load_emulator
+from model_owner_server.storage.keys import UPLOADED_DATA, adapter_prefix, evaluation_prefix
 from shared.data_formats import MCExample, TrainExample, load_mc_jsonl
 from shared.wire import SERVICE_ROWS
 
@@ -55,7 +55,7 @@ def run_evaluation(ctx: JobContext, services: WorkerServices) -> str:
     if not examples:
         raise ValueError(f"task {row.task} has no test examples")
     store = services.store
-    model, _tokenizer, manifest = load_emulator(store.local_dir(emulator_prefix(emulator.id)))
+    model, _tokenizer, manifest = load_stored_emulator(store, services.engine, emulator, "run the evaluation again")
     base = services.base_models.get(manifest.base_model)
     checked = check_adapter(store.local_dir(adapter_prefix(adapter.id)), base, manifest)
     memo_key = f"full_zero_shot:{base.weights_sha256}:{row.source}:{row.task}:{row.example_limit}"

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from model_owner_server.app.core.security import Principal
-from model_owner_server.app.services.errors import Conflict, NotFound
+from model_owner_server.app.services.errors import Conflict, Gone, NotFound
 from model_owner_server.db.models import (
     Adapter,
     AgreementCheck,
@@ -21,6 +21,9 @@ from model_owner_server.db.models import (
     JobState,
     PromptSet,
 )
+from model_owner_server.emulators.stored import damaged_error, stored_problems, try_mark_damaged
+from model_owner_server.storage.base import ArtifactStore
+from shared.manifest import EmulatorManifest
 
 T = TypeVar("T", Emulator, Adapter, Evaluation, AgreementCheck, PromptSet)
 Owned = TypeVar("Owned", Adapter, Evaluation, AgreementCheck, PromptSet)
@@ -79,11 +82,19 @@ def visible_emulator_and_job(session: Session, principal: Principal, emulator_id
     return found[0], found[1]
 
 
-def built_emulator(session: Session, principal: Principal, emulator_id: str, then: str) -> Emulator:
-    """A visible emulator whose build succeeded; Conflict (409) naming what to do (`then`) otherwise."""
+def built_emulator(session: Session, principal: Principal, emulator_id: str, then: str,
+                   store: ArtifactStore | None = None) -> Emulator:
+    """A visible emulator whose build succeeded; Conflict (409) naming what to do (`then`) otherwise. With
+    `store`, its stored files are checked too: missing or damaged ones mark it for rebuild and answer Gone
+    (410) saying to request it again."""
     emulator, job = visible_emulator_and_job(session, principal, emulator_id)
     if emulator.manifest_json is None or job is None or job.state != JobState.succeeded:
         raise Conflict(f"emulator {emulator_id} is not built yet; {then} once its build has succeeded")
+    if store is not None:
+        problems = stored_problems(store, emulator.id, EmulatorManifest.model_validate_json(emulator.manifest_json))
+        if problems:
+            try_mark_damaged(session.get_bind(), emulator.id, job.id, problems)
+            raise Gone(f"{damaged_error(emulator.id, problems)}; then {then}")
     return emulator
 
 

@@ -160,7 +160,7 @@ def store_adapter(state: AppState, principal: Principal, form: MultipartForm, wo
     if not emulator_id:
         raise rejected(["form field 'emulator_id' is missing: name the emulator the adapter was tuned on"])
     with Session(state.engine, expire_on_commit=False) as session:
-        emulator = built_emulator(session, principal, emulator_id, "upload adapters tuned on it")
+        emulator = built_emulator(session, principal, emulator_id, "upload adapters tuned on it", state.store)
         assert emulator.manifest_json is not None  # built_emulator checked it
         manifest = EmulatorManifest.model_validate_json(emulator.manifest_json)
         directory = work / "adapter"

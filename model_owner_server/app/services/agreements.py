@@ -38,7 +38,7 @@ def read_prompts(path: Path, filename: str) -> list[Prompt]:
 
 def create_check(session: Session, state: AppState, principal: Principal, emulator_id: str,
                  prompts: list[Prompt], data: Path) -> AgreementCheck:
-    emulator = built_emulator(session, principal, emulator_id, "check agreement")
+    emulator = built_emulator(session, principal, emulator_id, "check agreement", state.store)
     check_job = queue.enqueue(session, JobKind.agreement_check, "pending", state.settings.max_attempts)
     row = AgreementCheck(id=queue.new_id("agr"), owner_id=principal.owner_id, emulator_id=emulator.id,
                          n_prompts=len(prompts), prompts_sha256=prompt_set_sha256(prompts), job_id=check_job.id)

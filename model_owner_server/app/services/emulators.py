@@ -20,9 +20,11 @@ from model_owner_server.app.services.access import visible_prompt_set
 from model_owner_server.app.services.errors import Conflict, Unprocessable
 from model_owner_server.app.services.ids import emulator_id, spec_stage1_config
 from model_owner_server.app.services.prompt_sets import check_context_window
+from model_owner_server.app.services.views import parse_manifest
 from model_owner_server.base_models import BaseModelError, LoadedBase
 from model_owner_server.db.models import FINISHED, Emulator, EmulatorGrant, Job, JobKind, JobState
 from model_owner_server.emulators.spec import EmulatorSpec
+from model_owner_server.emulators.stored import mark_damaged, stored_problems
 from model_owner_server.jobs import queue
 from model_owner_server.storage.keys import PROMPTS_FILE, prompt_set_prefix
 from shared.data_formats import load_prompt_jsonl
@@ -80,6 +82,15 @@ def _cancelled(session: Session, row: Emulator) -> bool:
     return job is not None and job.state == JobState.cancelled
 
 
+def _damaged(session: Session, state: AppState, row: Emulator, job: Job) -> bool:
+    """A built emulator whose stored files are missing or damaged: its build is marked failed (in the
+    caller's transaction), so this request queues a rebuild instead of handing out a broken emulator."""
+    if job.state != JobState.succeeded or row.manifest_json is None:
+        return False
+    problems = stored_problems(state.store, row.id, parse_manifest(row.manifest_json))
+    return bool(problems) and mark_damaged(session.connection(), row.id, job.id, problems)
+
+
 def request_emulator(session: Session, state: AppState, spec: EmulatorSpec, principal: Principal) -> Emulator:
     eid, stage1_json, spec = resolve(state, spec, session, principal)
     for _ in range(3):  # a concurrent identical request may insert the row first: then attach to it
@@ -94,6 +105,8 @@ def request_emulator(session: Session, state: AppState, spec: EmulatorSpec, prin
                 session.add(row)
             else:
                 job_row = session.get(Job, row.job_id) if row.job_id else None
+                if job_row is not None and _damaged(session, state, row, job_row):
+                    session.refresh(job_row)  # now failed: queued again below
                 if job_row is None or job_row.state in (JobState.failed, JobState.cancelled):
                     job = queue.enqueue(session, JobKind.emulator_build, eid, state.settings.max_attempts)
                     session.flush()

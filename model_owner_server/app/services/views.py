@@ -8,6 +8,7 @@ from functools import lru_cache
 from sqlmodel import Session
 
 from model_owner_server.db.models import Adapter, AgreementCheck, Emulator, Evaluation, Job, JobState, PromptSet
+from model_owner_server.emulators.stored import DAMAGED_MESSAGE, damaged_error, stored_problems, try_mark_damaged
 from model_owner_server.evaluation.matrix import EvaluationMatrix
 from model_owner_server.storage.base import ArtifactStore
 from model_owner_server.storage.keys import emulator_file
@@ -41,9 +42,24 @@ def job_status(session: Session, job_id: str | None, job: Job | None = None) -> 
                      finished_at=job.finished_at)
 
 
+def _checked_status(session: Session, store: ArtifactStore, row: Emulator, status: JobStatus,
+                    manifest: EmulatorManifest) -> JobStatus:
+    """A succeeded build whose stored files are gone or damaged is not reported as usable: it is marked
+    failed with the reason (so requesting it again rebuilds it, `emulators/stored.py`)."""
+    problems = stored_problems(store, row.id, manifest)
+    if not problems:
+        return status
+    if status.job_id is not None:
+        try_mark_damaged(session.get_bind(), row.id, status.job_id, problems)
+    return status.model_copy(update={"state": JobState.failed, "message": DAMAGED_MESSAGE,
+                                     "error": damaged_error(row.id, problems)})
+
+
 def emulator_out(session: Session, store: ArtifactStore, row: Emulator, job: Job | None = None) -> EmulatorOut:
     status = job_status(session, row.job_id, job)
     manifest = parse_manifest(row.manifest_json) if row.manifest_json else None
+    if manifest is not None and status.state == JobState.succeeded:
+        status = _checked_status(session, store, row, status, manifest)
     files: list[EmulatorFile] = []
     if manifest is not None and status.state == JobState.succeeded:
         base = f"/v1/emulators/{row.id}/files"

@@ -16,7 +16,9 @@ from model_owner_server.app.api.deps import PrincipalDep, SessionDep, StateDep
 from model_owner_server.app.api.ranges import Unsatisfiable, none_match, parse_range, range_applies
 from model_owner_server.app.api.routing import api_router
 from model_owner_server.app.services.access import visible_emulator_and_job
+from model_owner_server.app.services.errors import Gone
 from model_owner_server.db.models import JobState
+from model_owner_server.emulators.stored import damaged_error, stored_problems, try_mark_damaged
 from model_owner_server.storage.keys import emulator_file
 from shared.manifest import MANIFEST_NAME, EmulatorManifest
 
@@ -43,7 +45,9 @@ class PathSendResponse(Response):
     summary="Download one emulator file (ETag, Range, If-Range)",
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "partial content"},
                304: {"description": "not modified"}, 404: {"description": "no such emulator or file"},
-               409: {"description": "emulator not built yet"}, 416: {"description": "range not satisfiable"}},
+               409: {"description": "emulator not built yet"},
+               410: {"description": "the emulator's stored files are missing or damaged: request it again"},
+               416: {"description": "range not satisfiable"}},
 )
 def download_file(
     emulator_id: str, name: str, request: Request, state: StateDep, session: SessionDep, principal: PrincipalDep,
@@ -57,6 +61,10 @@ def download_file(
         raise HTTPException(status.HTTP_409_CONFLICT, f"emulator {emulator_id} is {current}, not built yet; "
                             "poll GET /v1/emulators/{id} until its state is succeeded")
     manifest = EmulatorManifest.model_validate_json(row.manifest_json)
+    problems = stored_problems(state.store, row.id, manifest)
+    if problems:  # never hand out part of a broken emulator: mark it for rebuild, say so (410)
+        try_mark_damaged(session.get_bind(), row.id, job.id, problems)
+        raise Gone(damaged_error(row.id, problems))
     key = emulator_file(emulator_id, name)
     info = state.store.stat(key) if (name == MANIFEST_NAME or name in manifest.files) else None
     if info is None:
