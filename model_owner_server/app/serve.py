@@ -19,6 +19,7 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from model_owner_server.app.bounded_http import BoundedHttpToolsProtocol
 from model_owner_server.app.main import create_app
 from model_owner_server.db.engine import make_engine
 from model_owner_server.db.migrate import upgrade
@@ -103,6 +104,7 @@ def serve(settings: Settings, host: str, port: int, workers: int | None = None) 
     signal.signal(signal.SIGINT, exit_on)
     try:
         uvicorn.run("model_owner_server.app.serve:serving_app", factory=True, host=host, port=port,
-                    workers=settings.api_processes, timeout_worker_healthcheck=API_CHILD_HEALTHCHECK_S)
+                    workers=settings.api_processes, timeout_worker_healthcheck=API_CHILD_HEALTHCHECK_S,
+                    http=BoundedHttpToolsProtocol)  # bounded request heads: no proxy in front of it
     finally:
         supervisor.stop()

@@ -36,6 +36,7 @@ from shared.bounded_json import JSONLimitError, loads_bounded
 log = logging.getLogger("scaleot.api")
 
 PROTECTED_PREFIX = "/v1/"
+MAX_HEADER_LINES = 100  # as Go's and Node's servers; a browser sends about 20
 UPLOAD_PATHS = {"/v1/adapters", "/v1/evaluations"}  # the routes that stream multipart bodies to disk
 
 
@@ -68,6 +69,9 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         try:
+            if len(scope["headers"]) > MAX_HEADER_LINES:  # their bytes are bounded by the protocol (bounded_http)
+                raise HTTPException(status.HTTP_431_REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                    f"a request may carry at most {MAX_HEADER_LINES} header lines")
             if scope["path"].startswith(PROTECTED_PREFIX):
                 token = bearer_token(headers.get("authorization"))
                 principal = remembered(self.state, token)
@@ -83,7 +87,8 @@ class RequestGuard:
             if not multipart and scope["method"] not in ("GET", "HEAD", "OPTIONS", "DELETE"):
                 receive = await self._checked_body(receive, cap, check_json=_is_json(headers))
         except HTTPException as exc:
-            unread = exc.status_code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_413_CONTENT_TOO_LARGE)
+            unread = exc.status_code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_413_CONTENT_TOO_LARGE,
+                                         status.HTTP_431_REQUEST_HEADER_FIELDS_TOO_LARGE)
             await _refuse(exc, scope, receive, send, body_unread=unread and _has_body(headers))
             return
         except SQLAlchemyError as exc:  # the key lookup found the database down: 503, like a route would answer
