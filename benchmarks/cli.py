@@ -583,3 +583,19 @@ def bench_transfer_split(
                                 calibration=settings)
     typer.echo(transfer_split.markdown(result))
     typer.echo(f"written to {out / f'transfer-split-{run_label}'}.{{json,md}}")
+
+
+@app.command("header-rss")
+def bench_header_rss(
+    connections: Annotated[int, typer.Option(help="concurrent connections, each sending one oversized head")] = 8,
+    header_mb: Annotated[int, typer.Option(help="size of the one header each connection sends, MiB")] = 32,
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+) -> None:
+    """API memory under oversized request heads: `serve` (bounded heads) against stock uvicorn."""
+    from benchmarks.output import write_result
+    from benchmarks.service_load import header_rss
+
+    result = header_rss.run(connections, header_mb)
+    text = header_rss.markdown(result)
+    write_result(out, "header-rss", result, text)
+    typer.echo(text)
