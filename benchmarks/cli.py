@@ -7,6 +7,17 @@ from typing import Annotated
 
 import typer
 
+from benchmarks.cli_options import (
+    DEFAULT_MODEL,
+    RESULTS,
+    AdapterOption,
+    ModelOption,
+    NTestOption,
+    NTrainOption,
+    OutOption,
+    RestartOption,
+    ThreadsOption,
+)
 from model_owner_server.cli_support import Stage1Option
 
 app = typer.Typer(help="ScaleOT benchmarks: they play both parties; each prints a table and writes JSON + markdown.",
@@ -15,8 +26,8 @@ app = typer.Typer(help="ScaleOT benchmarks: they play both parties; each prints 
 
 @app.command("emulators")
 def bench_emulators(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    model: ModelOption = DEFAULT_MODEL,
+    out: OutOption = RESULTS,
     stage1: Stage1Option = "",
     n_windows: Annotated[int, typer.Option(help="perplexity windows per corpus")] = 24,
     window: Annotated[int, typer.Option(help="tokens per window")] = 256,
@@ -43,7 +54,7 @@ def bench_emulators(
 
 @app.command("paper-table")
 def bench_paper_table(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     tasks: Annotated[str | None, typer.Option(help="comma-separated built-in multiple-choice tasks (default: "
                                                    "the four standard tasks; --quick: goal_step_wikihow_goal)")] = None,
     alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced/dropped")] = 0.5,
@@ -52,21 +63,20 @@ def bench_paper_table(
              "distillation); ':calibrated' refines a scaleot emulator on the task's unlabelled training prompts"
     )] = "uniform:0,ot-kd:0,scaleot:0,scaleot:0.5",
     quick: Annotated[bool, typer.Option(help="small budget, one task (under 15 minutes on 2 cores)")] = False,
-    n_train: Annotated[int | None, typer.Option(help="override training examples per task")] = None,
+    n_train: NTrainOption = None,
     n_valid: Annotated[int | None, typer.Option(help="override validation examples (learning-rate selection)")] = None,
-    n_test: Annotated[int | None, typer.Option(help="override test examples per task (default: whole split)")] = None,
+    n_test: NTestOption = None,
     seeds: Annotated[str | None, typer.Option(help="comma-separated tuning seeds (default 0,1)")] = None,
     lr_grid: Annotated[str | None, typer.Option(help="adapter-tuning learning rates to choose from")] = None,
     full_lr_grid: Annotated[str | None, typer.Option(help="full-parameter fine-tuning learning rates "
                                                           "('none': no full-parameter row)")] = None,
     epochs: Annotated[int | None, typer.Option(help="override tuning epochs")] = None,
     fidelity_batches: Annotated[int | None, typer.Option(help="batches for the fidelity metrics (0: skip)")] = None,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
     label: Annotated[str | None, typer.Option(help="file name label (default: model + quick/standard [+ "
                                                   "-adapterB+T])")] = None,
-    adapter: Annotated[str, typer.Option(help="adapter split BOTTOM,TOP: the first and last blocks the data owner "
-                                              "tunes (the stage-1 profile is the one of that split)")] = "2,2",
-    restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
+    adapter: AdapterOption = "2,2",
+    restart: RestartOption = False,
     from_results: Annotated[Path | None, typer.Option(
         help="start from a committed paper-table JSON of the same model, profile and budget: only the variants "
              "it lacks run, paired with its rows on the same items and seeds")] = None,
@@ -103,21 +113,20 @@ def bench_paper_table(
 
 @app.command("frontier")
 def bench_frontier(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     tasks: Annotated[str, typer.Option(help="one or two built-in multiple-choice tasks")] = "bbc_news",
     alphas: Annotated[str, typer.Option(help="alphas of the grid")] = "0.25,0.5,0.75",
     betas: Annotated[str, typer.Option(help="betas of the grid (ScaleOT; uniform runs at beta 0)")] = "0,0.25,0.5,0.75",
     quick: Annotated[bool, typer.Option(help="small budget: 64 train / 120 test examples, fixed lr")] = False,
-    n_train: Annotated[int | None, typer.Option(help="override training examples per task")] = None,
-    n_test: Annotated[int | None, typer.Option(help="override test examples per task (default: whole split)")] = None,
+    n_train: NTrainOption = None,
+    n_test: NTestOption = None,
     seeds: Annotated[str | None, typer.Option(help="comma-separated tuning seeds (default 0)")] = None,
     lr_grid: Annotated[str | None, typer.Option(help="adapter-tuning learning rates to choose from")] = None,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
     label: Annotated[str | None, typer.Option(help="file name label (default: model [+ -tasks unless bbc_news] [+ "
                                                    "-quick] [+ -adapterB+T])")] = None,
-    adapter: Annotated[str, typer.Option(help="adapter split BOTTOM,TOP: the first and last blocks the data owner "
-                                              "tunes (the stage-1 profile is the one of that split)")] = "2,2",
-    restart: Annotated[bool, typer.Option(help="discard the run's saved state and start over")] = False,
+    adapter: AdapterOption = "2,2",
+    restart: RestartOption = False,
 ) -> None:
     """Sweep (alpha, beta) from one profile: privacy-utility frontier and the recommended dial settings."""
     from benchmarks.offsite_tuning import frontier, options
@@ -155,7 +164,7 @@ def bench_api_cpu(
     rounds: Annotated[int, typer.Option(min=1, max=50, help="rounds, alternating between the endpoints")] = 3,
     database_url: Annotated[str | None, typer.Option(
         help="a PostgreSQL server URL (a fresh database per run; default SQLite)")] = None,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """CPU time of one metadata request inside the API process (in-process ASGI, no network): the
     server's share of `bench http`, steady enough to compare two commits."""
@@ -187,7 +196,7 @@ def bench_http(
         help="compare API settings side by side: thread counts, or THREADSxPROCESSES (e.g. 8,4,4x2): metadata "
              "latency only, one server each")] = None,
     rounds: Annotated[int, typer.Option(min=1, help="alternating rounds of the --api-threads comparison")] = 3,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """Status/metadata latency (median, p99, requests/s) under concurrent clients, the load generator
     in its own process; download MB/s: the data owner's client vs curl, and vs disk."""
@@ -235,14 +244,14 @@ def bench_http(
 
 @app.command("flow")
 def bench_flow(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     method: Annotated[str, typer.Option(help="emulator method: scaleot or uniform")] = "scaleot",
     task: Annotated[str, typer.Option(help="built-in multiple-choice task")] = "winowhy",
     n_train: Annotated[int, typer.Option(help="training examples")] = 160,
     n_test: Annotated[int, typer.Option(help="test examples")] = 100,
     epochs: Annotated[int, typer.Option(help="tuning epochs")] = 1,
     port: Annotated[int, typer.Option(help="port of the local server")] = 8766,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """The whole flow over HTTP on a real server: emulator, download, tune, upload, evaluate, generate."""
     import json
@@ -273,7 +282,7 @@ def bench_stage1_ddp(
     adapter_top: Annotated[int, typer.Option(help="last blocks kept as adapter")] = 2,
     single_threads: Annotated[int | None, typer.Option(help="torch threads of the single run (default: torch's)")
                               ] = None,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """Stage 1 under torchrun (DDP, gloo) vs one process: importance ranking agreement and time per step."""
     from benchmarks.compute import stage1_ddp
@@ -299,10 +308,10 @@ def bench_stage1_cost(
     shapes: Annotated[str, typer.Option(help="larger random-weight shapes after the real SmolLM2-135M "
                                              "(comma-separated; '' for none)")] = "smollm2-360m-shape",
     timed_steps: Annotated[int, typer.Option(min=1, help="timed stage-1 steps per model (after one warm-up)")] = 3,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
+    threads: ThreadsOption = None,
     dtypes: Annotated[str, typer.Option(help="dtypes of the frozen base, side by side (comma-separated: "
                                              "float32, bfloat16, float16 on a GPU)")] = "float32",
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """Stage-1 step time, memory and emulator size per model size and dtype (the numbers of deploy/README.md)."""
     from benchmarks.compute import stage1_cost
@@ -329,13 +338,13 @@ def bench_stage1_cost(
 
 @app.command("dtype-parity")
 def bench_dtype_parity(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     task: Annotated[str, typer.Option(help="built-in multiple-choice task")] = "goal_step_wikihow_goal",
     dtypes: Annotated[str, typer.Option(help="comma-separated; the first is the reference")] = "float32,bfloat16",
     n_train: Annotated[int, typer.Option(min=1, help="training examples for the adapter")] = 64,
     n_test: Annotated[int | None, typer.Option(min=1, help="test examples (default: the whole split)")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    threads: ThreadsOption = None,
+    out: OutOption = RESULTS,
 ) -> None:
     """Zero-shot and plug-in accuracy per dtype of the base model, emulator and generation (parity within 1 SE)."""
     from benchmarks.offsite_tuning import dtype_parity
@@ -357,11 +366,11 @@ def bench_dtype_parity(
 
 @app.command("stage1-ablation")
 def bench_stage1_ablation(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     ranks: Annotated[str, typer.Option(help="harmonizer ranks of the training-free rows (comma-separated)")] = "64",
     profile: Annotated[bool, typer.Option(help="also compare the default profile's learned vs initial ranking "
                                                "(runs stage 1 if it is not cached)")] = True,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """What each part of stage 1 buys: LayerDrop, regression harmonizers, block placement, RL vs its start."""
     from benchmarks.emulator_quality import stage1_ablation
@@ -380,11 +389,11 @@ def bench_stage1_ablation(
 
 @app.command("src-refit")
 def bench_src_refit(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced")] = 0.5,
     betas: Annotated[str, typer.Option(help="SRC rank fractions removed, > 0 (comma-separated)")] = "0.25,0.5",
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    threads: ThreadsOption = None,
+    out: OutOption = RESULTS,
 ) -> None:
     """Harmonizers re-fitted after SRC vs not: perplexity, harmonizer error and build time per beta."""
     import torch
@@ -408,12 +417,12 @@ def bench_src_refit(
 
 @app.command("ot-kd")
 def bench_ot_kd(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     alpha: Annotated[float, typer.Option(help="fraction of middle blocks dropped/replaced")] = 0.5,
     task: Annotated[str, typer.Option(help="built-in multiple-choice task for the gradient batches")] = "bbc_news",
     batches: Annotated[int, typer.Option(min=1, help="training batches for the gradient cosine")] = 4,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    threads: ThreadsOption = None,
+    out: OutOption = RESULTS,
 ) -> None:
     """OT-KD (uniform + distillation) vs uniform vs ScaleOT: perplexity, KD error, adapter-gradient cosine."""
     import torch
@@ -440,14 +449,14 @@ def bench_ot_kd(
 
 @app.command("jac-ab")
 def bench_jac_ab(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     weights: Annotated[str, typer.Option(help="stage-1 jac_weight values, the first the reference")] = "0,1",
     alpha: Annotated[float, typer.Option(help="fraction of middle blocks replaced")] = 0.5,
     task: Annotated[str, typer.Option(help="built-in multiple-choice task for the gradient batches")] = (
         "goal_step_wikihow_goal"),
     batches: Annotated[int, typer.Option(min=1, help="training batches for the gradient cosine")] = 4,
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's)")] = None,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    threads: ThreadsOption = None,
+    out: OutOption = RESULTS,
 ) -> None:
     """Stage 1 with and without the Jacobian-matching term: adapter-gradient cosine, perplexity, KD error."""
     import torch
@@ -473,14 +482,14 @@ def bench_jac_ab(
 
 @app.command("agreement")
 def bench_agreement(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     sources: Annotated[str | None, typer.Option(
         help="comma-separated paper-table / frontier-raw JSONs whose utility gaps are explained (default: the "
              "committed ones)")] = None,
     n_test: Annotated[int | None, typer.Option(help="test prompts per task (default: the whole split)")] = None,
     distilled: Annotated[bool, typer.Option(help="also the OT-KD rows (distilling their emulator takes over an "
                                                  "hour on 2 cores)")] = False,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """Emulator-full agreement on each measured (task, emulator) against its utility gap: rank correlations
     and the agreement threshold of the service's agreement check. Resumable."""
@@ -509,7 +518,7 @@ def bench_compare_runs(
     a: Annotated[Path, typer.Argument(help="a transfer-split JSON (A)")],
     b: Annotated[Path, typer.Argument(help="a transfer-split JSON of the same task and test items (B)")],
     label: Annotated[str, typer.Option(help="file name label: results/compare-LABEL.{json,md}")] = "runs",
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """Row-by-row paired differences A - B between two transfer-split runs (e.g. calibrated vs not)."""
     from benchmarks.reports import compare_runs
@@ -525,7 +534,7 @@ def bench_compare_runs(
 
 @app.command("transfer-split")
 def bench_transfer_split(
-    model: Annotated[str, typer.Option(help="base model")] = "smollm2-135m",
+    model: ModelOption = DEFAULT_MODEL,
     task: Annotated[str, typer.Option(help="built-in multiple-choice task")] = "intent_recognition",
     variant: Annotated[str, typer.Option(help="emulator variant method:beta[:alpha] (methods scaleot, uniform, "
                                               "ot-kd)")] = "scaleot:0:0.5",
@@ -544,7 +553,7 @@ def bench_transfer_split(
                                                  "training prompts before tuning (task calibration)")] = False,
     calibration: Annotated[str, typer.Option(help="task-calibration overrides, a JSON object of "
                                                   "CalibrationSettings fields (e.g. '{\"steps\": 200}')")] = "",
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """Which half of an emulator-tuned adapter transfers to the full model, and whether the plug-in path
     reproduces a full-model-tuned adapter exactly."""
@@ -589,7 +598,7 @@ def bench_transfer_split(
 def bench_header_rss(
     connections: Annotated[int, typer.Option(help="concurrent connections, each sending one oversized head")] = 8,
     header_mb: Annotated[int, typer.Option(help="size of the one header each connection sends, MiB")] = 32,
-    out: Annotated[Path, typer.Option(help="results folder")] = Path("results"),
+    out: OutOption = RESULTS,
 ) -> None:
     """API memory under oversized request heads: `serve` (bounded heads) against stock uvicorn."""
     from benchmarks.output import write_result
