@@ -27,6 +27,7 @@ from model_owner_server.app.api.routes import (
     files,
     generate,
     health,
+    jobs,
     models,
     owners,
     prompt_sets,
@@ -106,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    prompt_sets):
         app.include_router(module.router)
     app.include_router(agreements.emulator_router)
+    app.include_router(jobs.router)
+    app.include_router(jobs.admin_router)
     app.add_middleware(RequestGuard, state=state)  # authentication and body caps before any route runs
     openapi.install(app)
     return app
