@@ -59,6 +59,9 @@ class DialRecommendation(BaseModel):
     utility_gap: GapEstimate = Field(description="adapter-only tuning on the full model minus plug-in, points")
     plug_in: float | None = Field(None, description="plug-in accuracy at this point, %")
     tasks: list[str] = Field(default_factory=list, description="tasks the frontier was measured on")
+    learning_rates: dict[str, float] = Field(default_factory=dict, description="per task of the frontier, the "
+                                             "adapter learning rate the owner chose on its validation split: a "
+                                             "starting point for tuning on this emulator")
     caveat: str = Field("", description="how the point was chosen: read off the same test items and seeds its gaps "
                         "come from (in-sample) where that is so")
 
@@ -135,6 +138,11 @@ class EmulatorOut(BaseModel):
     created_at: float
     withdrawn: bool = Field(False, description="in the answer to a cancel: only your request was withdrawn, the "
                             "build goes on for the other data owners who asked for it (request it again to see it)")
+    reused_equivalent: bool = Field(False, description="in the answer to a request: an existing emulator with the "
+                                    "same layer plan (the same blocks kept, replaced, dropped and compressed, so the "
+                                    "same weights) answers it; its spec and id are those of the first request")
+    note: str | None = Field(None, description="in the answer to a request: what the server did with it, when "
+                             "that is not plain (an equivalent emulator reused)")
 
 
 class EmulatorList(BaseModel):

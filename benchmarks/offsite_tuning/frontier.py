@@ -86,6 +86,9 @@ def frontier_result(raw: dict[str, Any]) -> dict[str, Any]:
         "benchmark": "frontier", "model": raw["model"], "profile_id": raw["profile_id"], "adapter": raw.get("adapter"),
         "budget": raw["budget"],
         "tasks": [t["task"] for t in raw["tasks"]], "seconds": raw["seconds"], "points": points,
+        # the adapter learning rate chosen on each task's validation split (full model): served with the
+        # recommendation as a starting point for the data owner's own tuning
+        "learning_rates": {t["task"]: t["lr"]["adapter"]["lr"] for t in raw["tasks"] if "adapter" in t.get("lr", {})},
         "pareto_scaleot": pareto(scaleot), "pareto_all": pareto(points),
     }
     result["recommendations"] = recommendations(parse_frontier(result, "the frontier being written"))

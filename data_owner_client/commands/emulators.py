@@ -79,6 +79,9 @@ def request(
         help='unlabelled prompts like yours (JSONL rows {"context": str, "choices": [str, ...]}, no labels): the '
              "model owner refines the emulator on them so adapters tuned on it transfer better; it learns the "
              "prompts (never the answers) and the emulator is yours alone")] = None,
+    privacy_gap: Annotated[float | None, typer.Option(
+        help="request the (method, alpha, beta, adapter split) the model owner recommends for this privacy gap "
+             "(see `recommend`) instead of --method/--alpha/--beta/--adapter-*")] = None,
     wait: Annotated[bool, typer.Option(help="wait until it is built, showing progress")] = False,
     url: UrlOpt = None, api_key: KeyOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False,
 ) -> None:
@@ -89,6 +92,13 @@ def request(
         err.print(f"--calibrate: no such file {calibrate}")
         raise typer.Exit(2)
     with connect(url, api_key, profile) as client:
+        if privacy_gap is not None:
+            r = client.recommendation(base_model, privacy_gap)
+            spec.update(method=r.method, alpha=r.alpha, beta=r.beta, adapter_bottom=r.adapter_bottom,
+                        adapter_top=r.adapter_top)
+            err.print(f"recommended for a privacy gap of {privacy_gap:g}: {r.method} alpha {r.alpha:g}, beta "
+                      f"{r.beta:g} (privacy gap {r.privacy_gap.mean:+.1f}, utility gap {r.utility_gap.mean:+.1f} "
+                      f"points on {', '.join(r.tasks) or 'the owner tasks'})")
         if calibrate is not None:
             spec["calibration_prompts"] = client.upload_prompt_set(calibrate).id
         emulator = client.request_emulator(spec)

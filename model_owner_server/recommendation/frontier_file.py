@@ -53,6 +53,8 @@ class FrontierFile(BaseModel):
     adapter: AdapterSplit = Field(default_factory=lambda: AdapterSplit(bottom=2, top=2))  # 2 + 2 before the record
     budget: dict[str, Any] | None = None
     tasks: list[str] = Field(default_factory=list)
+    # task -> adapter learning rate chosen on its validation split (absent in files written before it was kept)
+    learning_rates: dict[str, Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]] = Field(default_factory=dict)
     points: list[FrontierPoint]
 
     @field_validator("adapter", mode="before")

@@ -33,7 +33,8 @@ def _frontier(path: Path, **extra: object) -> Path:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[TestClient, Headers]]:
-    settings = make_settings(tmp_path / "data", frontiers={MODEL: _frontier(tmp_path / "frontier.json")})
+    frontier = _frontier(tmp_path / "frontier.json", learning_rates={"bbc_news": 3e-4})
+    settings = make_settings(tmp_path / "data", frontiers={MODEL: frontier})
     with TestClient(create_app(settings)) as client:
         yield client, new_owner(client, "alice")
 
@@ -45,6 +46,7 @@ def test_the_recommendation_follows_the_rule(served: tuple[TestClient, Headers])
     assert body["privacy_gap"] == {"mean": 4.0, "ci95": [2.5, 5.5]} and body["utility_gap"]["mean"] == 1.0
     assert body["plug_in"] == 70.0 and body["tasks"] == ["bbc_news"] and body["wanted_privacy_gap"] == 3.0
     assert "in-sample pick" in body["caveat"] and "bbc_news" in body["caveat"]  # read off its own test items
+    assert body["learning_rates"] == {"bbc_news": 3e-4}  # chosen on the task's validation split
     careful = client.get(URL, params={"privacy_gap": 3, "conservative": "true"}, headers=alice).json()
     assert (careful["alpha"], careful["beta"], careful["conservative"]) == (0.5, 0.5, True)
 
@@ -117,7 +119,8 @@ def test_the_data_owner_cli_asks_for_the_recommendation(served: tuple[TestClient
     real_init = ScaleOTClient.__init__
 
     def forward(request: httpx.Request) -> httpx.Response:
-        answer = client.request(request.method, request.url.raw_path.decode(), headers=dict(request.headers))
+        answer = client.request(request.method, request.url.raw_path.decode(), headers=dict(request.headers),
+                                content=request.content)
         return httpx.Response(answer.status_code, content=answer.content, headers=dict(answer.headers))
 
     def through_the_app(self: ScaleOTClient, url: str, api_key: str | None, **kwargs: object) -> None:
@@ -136,6 +139,15 @@ def test_the_data_owner_cli_asks_for_the_recommendation(served: tuple[TestClient
     assert as_json.exit_code == 0 and json.loads(as_json.stdout)["beta"] == 0.5
     refused = runner.invoke(cli, ["emulators", "recommend", "--model", MODEL, "--privacy-gap", "20", *common])
     assert refused.exit_code != 0 and "the largest is +7.0" in refused.output
+    # the recommended dial in one step: request takes it from the service instead of --alpha/--beta
+    requested = runner.invoke(cli, ["emulators", "request", "--model", MODEL, "--privacy-gap", "3", "--alpha", "0.9",
+                                    "--json", *common])
+    assert requested.exit_code == 0, requested.output
+    spec = json.loads(requested.stdout)["spec"]
+    assert (spec["method"], spec["alpha"], spec["beta"], spec["adapter_bottom"]) == ("scaleot", 0.5, 0.0, 2)
+    assert "recommended for a privacy gap of 3: scaleot alpha 0.5, beta 0" in requested.stderr
+    unreachable = runner.invoke(cli, ["emulators", "request", "--model", MODEL, "--privacy-gap", "20", *common])
+    assert unreachable.exit_code != 0 and "the largest is +7.0" in unreachable.output
 
 
 def test_a_paper_table_result_serves_as_the_frontier(tmp_path: Path) -> None:

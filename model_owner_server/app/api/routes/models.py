@@ -57,6 +57,7 @@ def recommendation(
         privacy_gap=GapEstimate.model_validate(point.privacy_gap.model_dump()),
         utility_gap=GapEstimate.model_validate(point.utility_gap.model_dump()),
         plug_in=point.plug_in.mean if point.plug_in else None, tasks=list(frontier.tasks),
+        learning_rates=dict(frontier.learning_rates),
         caveat=selection_caveat(frontier))
 
 
