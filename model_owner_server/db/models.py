@@ -48,6 +48,9 @@ class Job(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     kind: str = Field(max_length=32)
     subject_id: str = Field(index=True, max_length=40)  # emulator or evaluation id
+    # the data owner whose request queued the job (None: the admin, or a job older than revision 0003): what the
+    # per-owner quotas count; no foreign key, it only attributes work
+    owner_id: str | None = Field(default=None, index=True, max_length=40)
     state: str = Field(default=JobState.queued, index=True, max_length=16)
     progress: float = 0.0
     message: str = Field(default="", max_length=500)
@@ -71,6 +74,10 @@ class Emulator(SQLModel, table=True):
     stage1_json: str | None = None  # Stage1Config when the method needs a profile
     job_id: str | None = Field(default=None, foreign_key="job.id", max_length=40)
     manifest_json: str | None = None
+    # sha256 of the layer plan and all else that determines the weights (emulators/plan_key.py); equal plans
+    # are one emulator, so a request whose plan exists is answered by it. None when the plan was not known
+    # (a stage-1 profile not cached yet, or an emulator older than revision 0003)
+    plan_sha256: str | None = Field(default=None, unique=True, index=True, max_length=64)
     created_at: float = Field(default_factory=now)
 
 
@@ -101,6 +108,7 @@ class Evaluation(SQLModel, table=True):
     task: str = Field(max_length=200)
     source: str = Field(default="builtin", max_length=16)  # builtin | upload
     example_limit: int | None = None
+    stored_bytes: int = 0  # the uploaded JSONL kept in the store (the stored-bytes quota counts it)
     job_id: str | None = Field(default=None, foreign_key="job.id", max_length=40)
     result_json: str | None = None
     created_at: float = Field(default_factory=now)
@@ -116,6 +124,7 @@ class AgreementCheck(SQLModel, table=True):
     emulator_id: str = Field(foreign_key="emulator.id", index=True, max_length=40)
     n_prompts: int = 0
     prompts_sha256: str = Field(max_length=64)
+    stored_bytes: int = 0  # the prompt file kept in the store (the stored-bytes quota counts it)
     job_id: str | None = Field(default=None, foreign_key="job.id", max_length=40)
     result_json: str | None = None
     created_at: float = Field(default_factory=now)
@@ -130,4 +139,5 @@ class PromptSet(SQLModel, table=True):
     owner_id: str | None = Field(default=None, foreign_key="owner.id", index=True, max_length=40)
     sha256: str = Field(max_length=64)
     n_prompts: int = 0
+    stored_bytes: int = 0  # the prompt file kept in the store (the stored-bytes quota counts it)
     created_at: float = Field(default_factory=now)
