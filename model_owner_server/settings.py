@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     generation_concurrency: int = Field(2, ge=1, le=255, description="generations running at once per API process "
                                         "(each holds a thread for seconds; the others wait without one); must be "
                                         "below SCALEOT_API_THREADS so status reads keep a thread")
+    # per data owner (the admin key is exempt); past one, a request is refused with 429 and Retry-After
+    quota_active_jobs: int = Field(4, ge=0, description="queued or running jobs (emulator builds, evaluations, "
+                                   "agreement checks) one data owner may have at once (0: no limit)")
+    quota_builds_per_day: int = Field(20, ge=0, description="emulator builds one data owner may start in any 24 h "
+                                      "(a request answered by an existing or equivalent emulator starts none; "
+                                      "0: no limit)")
+    quota_stored_mb: int = Field(5120, ge=0, description="MiB one data owner may store: adapters, evaluation "
+                                 "uploads, agreement-check prompts and prompt sets (0: no limit)")
     storage: Literal["local", "s3"] = Field(
         "local", description="where artifacts live: local (<data_dir>/artifacts) or s3 (an S3-compatible bucket)"
     )

@@ -34,7 +34,14 @@ from model_owner_server.app.api.routes import (
 )
 from model_owner_server.app.api.routing import http_error
 from model_owner_server.app.core.state import AppState
-from model_owner_server.app.services.errors import Conflict, Gone, NotFound, ServiceError, Unprocessable
+from model_owner_server.app.services.errors import (
+    Conflict,
+    Gone,
+    NotFound,
+    ServiceError,
+    TooManyRequests,
+    Unprocessable,
+)
 from model_owner_server.db.migrate import upgrade
 from model_owner_server.db.outage import RETRY_AFTER_S, describe, is_transient, unavailable_detail
 from model_owner_server.settings import Settings, get_settings
@@ -58,14 +65,15 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 STATUS_OF = {NotFound: status.HTTP_404_NOT_FOUND, Conflict: status.HTTP_409_CONFLICT, Gone: status.HTTP_410_GONE,
-             Unprocessable: status.HTTP_422_UNPROCESSABLE_CONTENT}
+             Unprocessable: status.HTTP_422_UNPROCESSABLE_CONTENT, TooManyRequests: status.HTTP_429_TOO_MANY_REQUESTS}
 
 
 async def service_error(_: Request, exc: Exception) -> JSONResponse:
     """A service's refusal, with the status of its kind and the body an HTTPException would have."""
     assert isinstance(exc, ServiceError)
     code = next((c for kind, c in STATUS_OF.items() if isinstance(exc, kind)), status.HTTP_400_BAD_REQUEST)
-    return JSONResponse({"detail": exc.detail}, status_code=code)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, TooManyRequests) else None
+    return JSONResponse({"detail": exc.detail}, status_code=code, headers=headers)
 
 
 async def database_error(request: Request, exc: Exception) -> JSONResponse:

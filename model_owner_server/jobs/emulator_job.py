@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.db.models import Emulator
 from model_owner_server.emulators.build import build_emulator, generate_emulator
 from model_owner_server.emulators.obtain import obtain_profile
+from model_owner_server.emulators.plan_key import plan_sha256
 from model_owner_server.emulators.profile import ImportanceProfile, Stage1Config
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.stage1 import INITIALISATION, Stage1Progress
@@ -65,6 +67,22 @@ def _record_manifest(services: WorkerServices, emulator_id: str, manifest: Emula
         session.commit()
 
 
+def _record_plan(services: WorkerServices, emulator_id: str, plan: str) -> None:
+    """The plan hash of an emulator the request could not plan (its stage-1 profile was not cached then), so
+    later equivalent requests are answered by it. Best effort: an equivalent emulator may hold the plan already."""
+    with Session(services.engine) as session:
+        stored = session.get(Emulator, emulator_id)
+        taken = session.exec(select(Emulator.id).where(col(Emulator.plan_sha256) == plan)).first()
+        if stored is None or stored.plan_sha256 is not None or taken is not None:
+            return
+        stored.plan_sha256 = plan
+        session.add(stored)
+        try:
+            session.commit()
+        except IntegrityError:  # taken meanwhile (unique): that emulator answers the equivalent requests
+            session.rollback()
+
+
 def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
     row = ctx.db(lambda: _read_emulator(services, ctx.job.subject_id), "reading the emulator")
     if row is None:
@@ -111,5 +129,9 @@ def run_emulator_build(ctx: JobContext, services: WorkerServices) -> str:
         ctx.progress(0.98, "writing: publishing the emulator files", force=True)
         services.store.put_dir(emulator_prefix(row.id), tmp / "emulator")
     ctx.db(lambda: _record_manifest(services, row.id, manifest), "recording the manifest")
+    if row.plan_sha256 is None:
+        plan = plan_sha256(spec, base.weights_sha256, base.dtype, manifest.profile_id, manifest.layers,
+                           manifest.harmonizer)
+        ctx.db(lambda: _record_plan(services, row.id, plan), "recording the layer plan")
     size = sum(f.size for f in manifest.files.values())
     return f"emulator ready: {len(manifest.layers)} blocks, {size / 1e6:.1f} MB"

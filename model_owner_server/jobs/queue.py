@@ -23,8 +23,10 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
-def enqueue(session: Session, kind: str, subject_id: str, max_attempts: int) -> Job:
-    job = Job(id=new_id("job"), kind=kind, subject_id=subject_id, max_attempts=max_attempts, message="queued")
+def enqueue(session: Session, kind: str, subject_id: str, max_attempts: int, owner_id: str | None = None) -> Job:
+    """`owner_id`: the data owner whose request queued it (what the per-owner quotas count)."""
+    job = Job(id=new_id("job"), kind=kind, subject_id=subject_id, max_attempts=max_attempts, message="queued",
+              owner_id=owner_id)
     session.add(job)
     return job
 

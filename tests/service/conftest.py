@@ -57,6 +57,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "database_url": fresh_postgres_database(),
         "data_dir": data_dir, "admin_key": ADMIN_KEY, "models": TINY, "max_upload_bytes": 4_000_000,
         "heartbeat_s": 0.2, "lease_s": 30.0, "worker_poll_s": 0.1, "eval_limit": 8,
+        # off: many tests queue more jobs per owner than the defaults allow; test_quotas.py turns them on
+        "quota_active_jobs": 0, "quota_builds_per_day": 0, "quota_stored_mb": 0,
     }
     stage1 = {"steps": 2, "batch_size": 2, "seq_len": 32, "harmonizer_rank": 8, **overrides.pop("stage1", {})}
     values.update(overrides, stage1=stage1)

@@ -28,6 +28,15 @@ DESCRIPTIONS = {
     422: "invalid request: out-of-bounds values, JSON beyond the parsing bounds, every problem of an upload",
 }
 
+# the operations that queue a job or store an upload (services/quotas.py) can answer 429
+QUOTA_PATHS = ("/v1/emulators", "/v1/evaluations", "/v1/adapters", "/v1/prompt-sets",
+               "/v1/emulators/{emulator_id}/agreement")
+QUOTA_RESPONSE: dict[str, Any] = {
+    "description": "a quota of the data owner is used up (the message names it and its value): "
+                   "SCALEOT_QUOTA_ACTIVE_JOBS, SCALEOT_QUOTA_BUILDS_PER_DAY or SCALEOT_QUOTA_STORED_MB",
+    "headers": {"Retry-After": {"description": "seconds to wait before asking again", "schema": {"type": "integer"}}},
+}
+
 
 def _codes(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     codes: set[int] = set()
@@ -65,6 +74,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
+            if method == "post" and path in QUOTA_PATHS:
+                operation.setdefault("responses", {}).setdefault("429", dict(QUOTA_RESPONSE))
             _declare(operation, _codes(path, method, operation))
     app.openapi_schema = document
     return document

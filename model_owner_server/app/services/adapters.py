@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
+from model_owner_server.app.services import quotas
 from model_owner_server.app.services.access import built_emulator
 from model_owner_server.app.services.errors import Unprocessable
 from model_owner_server.app.services.probe import prove
@@ -163,6 +164,11 @@ def store_adapter(state: AppState, principal: Principal, form: MultipartForm, wo
         emulator = built_emulator(session, principal, emulator_id, "upload adapters tuned on it", state.store)
         assert emulator.manifest_json is not None  # built_emulator checked it
         manifest = EmulatorManifest.model_validate_json(emulator.manifest_json)
+        # before the probe (the costly part): the parts' sizes are what will be stored. The owner's lock is let go
+        # at once, not held through the probe (seconds); simultaneous uploads may so pass the quota by their size
+        quotas.check_storage(session, state.settings, principal,
+                             sum(f.size for f in form.files if f.filename not in IGNORED))
+        session.rollback()
         directory = work / "adapter"
         directory.mkdir()
         problems = place_files(form.files, directory)

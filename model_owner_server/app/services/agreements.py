@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
+from model_owner_server.app.services import quotas
 from model_owner_server.app.services.access import built_emulator
 from model_owner_server.app.services.errors import Unprocessable
 from model_owner_server.app.services.prompt_sets import read_prompt_file
@@ -39,9 +40,14 @@ def read_prompts(path: Path, filename: str) -> list[Prompt]:
 def create_check(session: Session, state: AppState, principal: Principal, emulator_id: str,
                  prompts: list[Prompt], data: Path) -> AgreementCheck:
     emulator = built_emulator(session, principal, emulator_id, "check agreement", state.store)
-    check_job = queue.enqueue(session, JobKind.agreement_check, "pending", state.settings.max_attempts)
+    size = data.stat().st_size
+    quotas.check_new_job(session, state.settings, principal, JobKind.agreement_check)  # 429 before anything
+    quotas.check_storage(session, state.settings, principal, size)
+    check_job = queue.enqueue(session, JobKind.agreement_check, "pending", state.settings.max_attempts,
+                              principal.owner_id)
     row = AgreementCheck(id=queue.new_id("agr"), owner_id=principal.owner_id, emulator_id=emulator.id,
-                         n_prompts=len(prompts), prompts_sha256=prompt_set_sha256(prompts), job_id=check_job.id)
+                         n_prompts=len(prompts), prompts_sha256=prompt_set_sha256(prompts), job_id=check_job.id,
+                         stored_bytes=size)
     check_job.subject_id = row.id
     state.store.put_file(agreement_prompts(row.id), data)
     session.add(check_job)

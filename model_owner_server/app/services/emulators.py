@@ -4,11 +4,18 @@ The same parameters give the same id (the manifest's own id: base weights hash +
 profile id), so a repeated request, by the same or another data owner, attaches to the existing
 emulator (queued, running or built) instead of building twice. A failed or cancelled build is
 queued again when requested again.
+
+Requests whose numbers differ but whose emulators would be the same (alpha 0.41 and 0.410000001 replace the
+same blocks) have different ids, which cannot change; so each emulator also records its plan hash
+(`emulators/plan_key.py`) and a request whose plan exists is answered by that emulator (`reused_equivalent`).
+We reuse rather than refuse such alphas: any float is a valid request, and the caller gets what it asked for.
+Queuing a build counts against the requester's quotas (`quotas.py`); attaching to an existing one does not.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
+from model_owner_server.app.services import quotas
 from model_owner_server.app.services.access import visible_prompt_set
 from model_owner_server.app.services.errors import Conflict, Unprocessable
 from model_owner_server.app.services.ids import emulator_id, spec_stage1_config
@@ -23,6 +31,7 @@ from model_owner_server.app.services.prompt_sets import check_context_window
 from model_owner_server.app.services.views import parse_manifest
 from model_owner_server.base_models import BaseModelError, LoadedBase
 from model_owner_server.db.models import FINISHED, Emulator, EmulatorGrant, Job, JobKind, JobState
+from model_owner_server.emulators.plan_key import request_plan_sha256
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.stored import mark_damaged, stored_problems
 from model_owner_server.jobs import queue
@@ -46,10 +55,17 @@ def _calibration(session: Session, state: AppState, spec: EmulatorSpec, principa
                                    "calibration_owner": principal.owner_id or "admin"})
 
 
+@dataclass(frozen=True)
+class Resolved:
+    emulator_id: str
+    stage1_json: str | None
+    spec: EmulatorSpec  # as built (a calibrated one with its prompt set's hash and owner)
+    plan_sha256: str | None  # None: not computable yet (a stage-1 profile not cached)
+
+
 def resolve(state: AppState, spec: EmulatorSpec, session: Session | None = None,
-            principal: Principal | None = None) -> tuple[str, str | None, EmulatorSpec]:
-    """(emulator id, stage-1 config JSON or None, the spec as built); raises 422/409/404 for requests that
-    cannot be built."""
+            principal: Principal | None = None) -> Resolved:
+    """What a request resolves to; raises 422/409/404 for requests that cannot be built."""
     served = state.settings.models
     if spec.base_model not in served:
         raise Unprocessable(f"base_model {spec.base_model!r} is not served here; choose one of {', '.join(served)}")
@@ -67,7 +83,8 @@ def resolve(state: AppState, spec: EmulatorSpec, session: Session | None = None,
         if session is None or principal is None:
             raise Unprocessable("a calibrated emulator is requested by a data owner through the service")
         spec = _calibration(session, state, spec, principal, base)
-    return emulator_id(spec, base, stage1), stage1.model_dump_json() if stage1 else None, spec
+    return Resolved(emulator_id(spec, base, stage1), stage1.model_dump_json() if stage1 else None, spec,
+                    request_plan_sha256(spec, base, stage1))
 
 
 def _grant(session: Session, emulator_id: str, principal: Principal) -> None:
@@ -91,35 +108,68 @@ def _damaged(session: Session, state: AppState, row: Emulator, job: Job) -> bool
     return bool(problems) and mark_damaged(session.connection(), row.id, job.id, problems)
 
 
-def request_emulator(session: Session, state: AppState, spec: EmulatorSpec, principal: Principal) -> Emulator:
-    eid, stage1_json, spec = resolve(state, spec, session, principal)
-    for _ in range(3):  # a concurrent identical request may insert the row first: then attach to it
-        row = session.get(Emulator, eid, with_for_update=True)  # serialised with cancels (Postgres)
+@dataclass(frozen=True)
+class Requested:
+    row: Emulator
+    reused_equivalent: bool  # an existing emulator with the same plan answers a request with another id
+
+
+def _equivalent(session: Session, plan: str | None) -> Emulator | None:
+    if plan is None:
+        return None
+    return session.exec(select(Emulator).where(col(Emulator.plan_sha256) == plan).with_for_update()).first()
+
+
+def _record_plan(session: Session, row: Emulator, plan: str | None) -> None:
+    """An emulator known by id only (older than its plan hash, or requested before its profile was cached)
+    learns its plan when requested again, unless another emulator already holds it."""
+    if row.plan_sha256 is None and plan is not None and _equivalent(session, plan) is None:
+        row.plan_sha256 = plan
+        session.add(row)
+
+
+def _queue_build(session: Session, state: AppState, eid: str, principal: Principal) -> Job:
+    quotas.check_new_job(session, state.settings, principal, JobKind.emulator_build)  # 429 before anything
+    return queue.enqueue(session, JobKind.emulator_build, eid, state.settings.max_attempts, principal.owner_id)
+
+
+def request_emulator(session: Session, state: AppState, spec: EmulatorSpec, principal: Principal) -> Requested:
+    resolved = resolve(state, spec, session, principal)
+    spec, plan = resolved.spec, resolved.plan_sha256
+    for _ in range(3):  # a concurrent identical (or equivalent) request may insert the row first: then attach
+        row = session.get(Emulator, resolved.emulator_id, with_for_update=True)  # serialised with cancels
+        reused = False
+        if row is None:
+            row = _equivalent(session, plan)
+            reused = row is not None
         try:
             if row is None:
-                job = queue.enqueue(session, JobKind.emulator_build, eid, state.settings.max_attempts)
-                row = Emulator(id=eid, base_model=spec.base_model, method=spec.method,
-                               spec_json=spec.model_dump_json(), stage1_json=stage1_json, job_id=job.id)
+                job = _queue_build(session, state, resolved.emulator_id, principal)
+                row = Emulator(id=resolved.emulator_id, base_model=spec.base_model, method=spec.method,
+                               spec_json=spec.model_dump_json(), stage1_json=resolved.stage1_json, job_id=job.id,
+                               plan_sha256=plan)
                 session.add(job)
                 session.flush()
                 session.add(row)
             else:
+                if not reused:
+                    _record_plan(session, row, plan)
                 job_row = session.get(Job, row.job_id) if row.job_id else None
                 if job_row is not None and _damaged(session, state, row, job_row):
                     session.refresh(job_row)  # now failed: queued again below
                 if job_row is None or job_row.state in (JobState.failed, JobState.cancelled):
-                    job = queue.enqueue(session, JobKind.emulator_build, eid, state.settings.max_attempts)
+                    job = _queue_build(session, state, row.id, principal)
                     session.flush()
                     row.job_id = job.id
                     session.add(row)
             session.flush()
-            _grant(session, eid, principal)
+            _grant(session, row.id, principal)
             session.commit()
             if not _cancelled(session, row):  # else the last other requester withdrew meanwhile: queue again
-                return row
-        except IntegrityError:
+                return Requested(row, reused)
+        except IntegrityError:  # the same id, or the same plan (unique), inserted meanwhile
             session.rollback()
-    raise Conflict(f"emulator {eid} is being requested concurrently; retry")
+    raise Conflict(f"emulator {resolved.emulator_id} is being requested concurrently; retry")
 
 
 def _stop_build(session: Session, job_id: str) -> None:

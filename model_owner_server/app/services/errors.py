@@ -26,3 +26,11 @@ class Gone(ServiceError):
 
 class Unprocessable(ServiceError):
     """The request is well-formed but asks for something that cannot be done."""
+
+
+class TooManyRequests(ServiceError):
+    """A data owner's quota is used up (429); `retry_after_s` says when to ask again (the Retry-After header)."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
+from model_owner_server.app.services import quotas
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.errors import Conflict, Unprocessable
 from model_owner_server.app.services.uploads import UploadedFile
@@ -113,9 +114,13 @@ class EvaluationUpload:
 def create_evaluation(session: Session, state: AppState, principal: Principal, adapter_id: str, task: str,
                       limit: int | None, upload: Path | None = None) -> Evaluation:
     adapter = visible_adapter(session, principal, adapter_id)
-    job = queue.enqueue(session, JobKind.evaluation, "pending", state.settings.max_attempts)
+    size = upload.stat().st_size if upload is not None else 0
+    quotas.check_new_job(session, state.settings, principal, JobKind.evaluation)  # 429 before anything is stored
+    quotas.check_storage(session, state.settings, principal, size)
+    job = queue.enqueue(session, JobKind.evaluation, "pending", state.settings.max_attempts, principal.owner_id)
     row = Evaluation(id=queue.new_id("eval"), owner_id=principal.owner_id, adapter_id=adapter.id, task=task,
-                     source="upload" if upload else "builtin", example_limit=limit, job_id=job.id)
+                     source="upload" if upload else "builtin", example_limit=limit, job_id=job.id,
+                     stored_bytes=size)
     job.subject_id = row.id
     if upload is not None:
         state.store.put_file(evaluation_data(row.id), upload)

@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
+from model_owner_server.app.services import quotas
 from model_owner_server.app.services.errors import Unprocessable
 from model_owner_server.db.models import PromptSet
 from model_owner_server.emulators.task_calibration import prompt_set_sha256
@@ -45,8 +46,10 @@ def create_prompt_set(session: Session, state: AppState, principal: Principal, p
     if len(prompts) < MIN_CALIBRATION_PROMPTS:
         raise Unprocessable(f"{filename}: {len(prompts)} prompt(s); calibration needs at least "
                             f"{MIN_CALIBRATION_PROMPTS} (a share is held out to check the result)")
+    size = path.stat().st_size
+    quotas.check_storage(session, state.settings, principal, size)  # 429 before anything is stored
     row = PromptSet(id=queue.new_id("pset"), owner_id=principal.owner_id, sha256=prompt_set_sha256(prompts),
-                    n_prompts=len(prompts))
+                    n_prompts=len(prompts), stored_bytes=size)
     state.store.put_file(prompt_set_data(row.id), path)
     session.add(row)
     session.commit()

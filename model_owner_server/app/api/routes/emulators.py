@@ -38,8 +38,13 @@ def request_emulator(
     state: StateDep, session: SessionDep, principal: PrincipalDep,
     spec: Annotated[EmulatorRequest, Body(openapi_examples=EXAMPLES)],
 ) -> EmulatorOut:
-    row = service.request_emulator(session, state, EmulatorSpec.from_request(spec), principal)
-    return emulator_out(session, state.store, row)
+    requested = service.request_emulator(session, state, EmulatorSpec.from_request(spec), principal)
+    out = emulator_out(session, state.store, requested.row)
+    if requested.reused_equivalent:
+        out = out.model_copy(update={"reused_equivalent": True, "note": (
+            f"an equivalent emulator was reused: {requested.row.id} has the same layer plan (the same blocks "
+            f"kept, replaced, dropped and compressed) as this request, so the same weights; no new build")})
+    return out
 
 
 # the build jobs come in the same query (no query per row); built once (see services/access.py)
