@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from model_owner_server import ui
 from model_owner_server.app.api import openapi
 from model_owner_server.app.api.guard import RequestGuard
 from model_owner_server.app.api.routes import (
@@ -119,4 +120,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.admin_router)
     app.add_middleware(RequestGuard, state=state)  # authentication and body caps before any route runs
     openapi.install(app)
+    ui.install(app)  # the dashboard under /ui; after the handlers, which it wraps to answer with pages
     return app
