@@ -169,9 +169,11 @@ def check_header(header: SafetensorsHeader, expected: dict[str, TensorInfo], sou
     return [f"{source}: {p}" for p in problems]
 
 
-def load_checked(path: Path, expected: dict[str, TensorInfo]) -> dict[str, torch.Tensor]:
-    """Header-first validation, then load and check every value is finite; raises AdapterError."""
-    header = read_header(path)
+def load_checked(path: Path, expected: dict[str, TensorInfo],
+                 header: SafetensorsHeader | None = None) -> dict[str, torch.Tensor]:
+    """Header-first validation, then load and check every value is finite; raises AdapterError. A caller
+    that already parsed the header (for its metadata) passes it, so it is parsed once."""
+    header = read_header(path) if header is None else header
     problems = check_header(header, expected, path.name)
     if problems:
         raise AdapterError(problems)

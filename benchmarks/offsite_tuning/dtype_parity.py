@@ -22,11 +22,12 @@ import torch
 from benchmarks.output import write_result
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
+from model_owner_server import adapter_checks
 from model_owner_server.base_models import load_base_model
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.evaluation.matrix import Score, score_model
-from model_owner_server.plug_in import check_adapter, plug_in
+from model_owner_server.plug_in import plug_in
 from shared.precision import parse_dtype
 from shared.tasks import as_training_examples, load_mc_task
 
@@ -48,7 +49,7 @@ def run_dtype(model: str, dtype_name: str, task: str, n_train: int, n_test: int 
     spec = EmulatorSpec(base_model=model, method="uniform", alpha=0.5)
     manifest = build_emulator(base, spec, None, workdir / "emulator")
     tuned = train_adapter(workdir / "emulator", train, None, tuning, workdir / "adapter")
-    plugged = plug_in(base, check_adapter(workdir / "adapter", base, manifest))
+    plugged = plug_in(base, adapter_checks.validate(workdir / "adapter", base, manifest))
     plug = score_model(plugged, base.tokenizer, test)
     return {"dtype": dtype_name, "emulator_id": manifest.emulator_id, "manifest_dtype": manifest.dtype,
             "emulator_mb": sum(f.size for f in manifest.files.values()) / 1e6,

@@ -23,6 +23,7 @@ from benchmarks.offsite_tuning.records import Cell, TaskResult, VariantRow
 from benchmarks.offsite_tuning.tuning_select import LrChoice, select_task_lrs
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
+from model_owner_server import adapter_checks
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import ImportanceProfile
@@ -36,7 +37,6 @@ from model_owner_server.emulators.task_calibration import (
 from model_owner_server.evaluation.agreement import AgreementReport, choice_loglikelihoods, compare_answers
 from model_owner_server.evaluation.matrix import Score, score_model
 from model_owner_server.evaluation.run import evaluate_adapter
-from model_owner_server.plug_in import check_adapter
 from shared.artifacts import ArtifactError, load_emulator, verify_emulator, write_emulator
 from shared.cache import cache_dir
 from shared.data_formats import MCExample, TrainExample, unlabelled
@@ -240,7 +240,7 @@ def _variant_row(base: LoadedBase, profile: ImportanceProfile, variant: Variant,
         tuned = train_adapter(emu_dir, train, None, tuning_for(budget, lr, seed), adapter_dir)
         tps.append(tuned.tokens_per_second)
         del tuned
-        adapter = check_adapter(adapter_dir, base, manifest)
+        adapter = adapter_checks.validate(adapter_dir, base, manifest)
         matrix = evaluate_adapter(base, emulator, manifest, adapter, task, test,
                                   known={**rows, "full_fine_tuning": upper_score})
         rows["emulator_zero_shot"] = matrix.rows["emulator_zero_shot"]  # seed-independent: scored once

@@ -56,11 +56,13 @@ from benchmarks.offsite_tuning.tuning_select import select_task_lrs
 from benchmarks.output import log, write_result
 from benchmarks.reports.stats import as_matrix, bootstrap_mean, correctness_string, paired_difference
 from data_owner_client.tuning.local import train_adapter
+from model_owner_server import adapter_checks
+from model_owner_server.adapter_checks import CheckedAdapter
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.emulators.task_calibration import CalibrationSettings
 from model_owner_server.evaluation.agreement import compare_answers
-from model_owner_server.plug_in import CheckedAdapter, check_adapter, emulator_with_adapter, plug_in
+from model_owner_server.plug_in import emulator_with_adapter, plug_in
 from shared.adapter_format import block_tensors, save_adapter
 from shared.artifacts import load_emulator
 from shared.blocks import find_block_stack
@@ -185,10 +187,10 @@ def run(base: LoadedBase, profile: ImportanceProfile, data: TaskData[MCExample],
             del tuned
             full_dir = workdir / f"full-seed{seed}"
             save_adapter(full_state, manifest, full_dir)
-            score("full_tuned_plugged", plug_in(base, check_adapter(full_dir, base, manifest)))
+            score("full_tuned_plugged", plug_in(base, adapter_checks.validate(full_dir, base, manifest)))
             emu_adapter_dir = workdir / f"emulator-seed{seed}"
             train_adapter(emu_dir, train, None, config, emu_adapter_dir)
-            adapter = check_adapter(emu_adapter_dir, base, manifest)
+            adapter = adapter_checks.validate(emu_adapter_dir, base, manifest)
             emu_state = adapter.state
             score("emulator_fine_tuned", emulator_with_adapter(emulator, manifest, adapter))
             sources = {"base": base_state, "full": full_state, "emulator": emu_state}

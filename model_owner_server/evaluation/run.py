@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 from transformers import PreTrainedModel
 
+from model_owner_server.adapter_checks import CheckedAdapter
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.evaluation.matrix import EvaluationMatrix, Score, score_model
-from model_owner_server.plug_in import CheckedAdapter, changes_outputs, emulator_with_adapter, plug_in
+from model_owner_server.plug_in import changes_outputs, emulator_with_adapter, plug_in
 from shared.data_formats import MCExample, TrainExample
 from shared.manifest import EmulatorManifest
 from shared.scoring import NonFiniteScores

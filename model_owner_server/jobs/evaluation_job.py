@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from model_owner_server import adapter_checks
 from model_owner_server.db.models import Adapter, Emulator, Evaluation
 from model_owner_server.emulators.stored import load_stored_emulator
 from model_owner_server.evaluation.matrix import Score
 from model_owner_server.evaluation.run import evaluate_adapter
 from model_owner_server.jobs.worker import JobContext, WorkerServices
-from model_owner_server.plug_in import check_adapter
 from model_owner_server.storage.keys import UPLOADED_DATA, adapter_prefix, evaluation_prefix
 from shared.data_formats import MCExample, TrainExample, load_mc_jsonl
 from shared.wire import SERVICE_ROWS
@@ -57,7 +57,7 @@ def run_evaluation(ctx: JobContext, services: WorkerServices) -> str:
     store = services.store
     model, _tokenizer, manifest = load_stored_emulator(store, services.engine, emulator, "run the evaluation again")
     base = services.base_models.get(manifest.base_model)
-    checked = check_adapter(store.local_dir(adapter_prefix(adapter.id)), base, manifest)
+    checked = adapter_checks.validate(store.local_dir(adapter_prefix(adapter.id)), base, manifest)
     memo_key = f"full_zero_shot:{base.weights_sha256}:{row.source}:{row.task}:{row.example_limit}"
     memoised = services.memo.get(memo_key) if row.source == "builtin" else None
     known = {"full_zero_shot": memoised} if isinstance(memoised, Score) else None

@@ -23,8 +23,8 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
 from benchmarks.service_load.local_server import CLI, stop_server, wait_until_healthy
+from model_owner_server.adapter_checks import expected_full_tensors
 from model_owner_server.base_models import load_base_model
-from model_owner_server.plug_in import expected_full_tensors
 from shared.adapter_format import PEFT_WEIGHTS, save_adapter
 from shared.artifacts import read_manifest
 

@@ -8,11 +8,11 @@ import pytest
 
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
+from model_owner_server import adapter_checks
 from model_owner_server.base_models import BaseModelError, load_base_model
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.evaluation.run import evaluate_adapter
-from model_owner_server.plug_in import check_adapter
 from shared.artifacts import load_emulator
 from shared.assets import AssetError
 from shared.tasks import as_training_examples, load_mc_task
@@ -32,7 +32,7 @@ def test_tune_plug_in_and_evaluate_on_the_real_model(tmp_path: Path) -> None:
     result = train_adapter(tmp_path / "emu", train, None, TuningConfig(epochs=1, batch_size=4, max_steps=2, lr=1e-4),
                            tmp_path / "adapter")
     assert result.steps == 2 and result.tokens_per_second > 0
-    adapter = check_adapter(tmp_path / "adapter", base, manifest)
+    adapter = adapter_checks.validate(tmp_path / "adapter", base, manifest)
     assert {int(k.split(".")[2]) for k in adapter.state} == {0, 1, 28, 29}
     emulator, _, _ = load_emulator(tmp_path / "emu")
     matrix = evaluate_adapter(base, emulator, manifest, adapter, "goal_step_wikihow_goal", task.test[:8])

@@ -12,7 +12,7 @@ import torch
 
 from benchmarks.offsite_tuning import transfer_split
 from benchmarks.offsite_tuning.task_run import Variant
-from model_owner_server.plug_in import CheckedAdapter
+from model_owner_server.adapter_checks import CheckedAdapter
 from shared.blocks import find_block_stack
 from tests.unit.bench_helpers import toy_budget, toy_task
 from tests.unit.helpers import tiny_profile

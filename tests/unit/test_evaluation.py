@@ -6,12 +6,12 @@ import pytest
 
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
+from model_owner_server import adapter_checks
 from model_owner_server.base_models import load_base_model
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.evaluation.matrix import EvaluationMatrix, Score
 from model_owner_server.evaluation.run import evaluate_adapter
-from model_owner_server.plug_in import check_adapter
 from shared.artifacts import load_emulator
 from shared.data_formats import MCExample, TrainExample
 
@@ -37,7 +37,8 @@ def test_matrix_rows_on_a_tiny_model(tmp_path: Path) -> None:
     train_adapter(tmp_path / "emu", TRAIN, None, TuningConfig(epochs=1, lr=1e-2, batch_size=4), tmp_path / "ad")
     emulator, _, _ = load_emulator(tmp_path / "emu")
     seen: set[str] = set()
-    matrix = evaluate_adapter(base, emulator, manifest, check_adapter(tmp_path / "ad", base, manifest), "toy", TEST,
+    adapter = adapter_checks.validate(tmp_path / "ad", base, manifest)
+    matrix = evaluate_adapter(base, emulator, manifest, adapter, "toy", TEST,
                               progress=lambda row, done, total: seen.add(row))
     assert set(matrix.rows) == {"full_zero_shot", "emulator_zero_shot", "emulator_fine_tuned", "plug_in"}
     assert seen == set(matrix.rows)

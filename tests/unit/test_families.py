@@ -12,12 +12,13 @@ from peft import PeftModel
 
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
+from model_owner_server import adapter_checks
 from model_owner_server.base_models import LoadedBase, load_base_model
 from model_owner_server.emulators.build import build_emulator, generate_emulator
 from model_owner_server.emulators.profile import ImportanceProfile
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.evaluation.run import evaluate_adapter
-from model_owner_server.plug_in import changes_outputs, check_adapter, emulator_with_adapter, plug_in
+from model_owner_server.plug_in import changes_outputs, emulator_with_adapter, plug_in
 from model_owner_server.tiny_models import TINY_SLIDING_WINDOW
 from shared.artifacts import load_emulator
 from shared.data_formats import MCExample, TrainExample
@@ -94,7 +95,7 @@ def test_full_and_lora_tuning_plug_in_and_scoring(stage1: tuple[LoadedBase, Impo
     train_adapter(tmp_path / "emu", TRAIN, None, CONFIG, tmp_path / "full")
     train_adapter(tmp_path / "emu", TRAIN, None, CONFIG.model_copy(update={"mode": "lora"}), tmp_path / "lora")
 
-    full_adapter = check_adapter(tmp_path / "full", base, manifest)
+    full_adapter = adapter_checks.validate(tmp_path / "full", base, manifest)
     plugged = plug_in(base, full_adapter)
     assert changes_outputs(base.model, plugged, base.tokenizer)
     emulator, _, _ = load_emulator(tmp_path / "emu")
@@ -102,7 +103,7 @@ def test_full_and_lora_tuning_plug_in_and_scoring(stage1: tuple[LoadedBase, Impo
     ids = torch.tensor([[5, 6, 7, 8]])
     assert not torch.allclose(tuned(ids).logits, load_emulator(tmp_path / "emu")[0](ids).logits)
 
-    lora = check_adapter(tmp_path / "lora", base, manifest)
+    lora = adapter_checks.validate(tmp_path / "lora", base, manifest)
     assert lora.kind == "lora"
     reference = PeftModel.from_pretrained(load_base_model(base.name).model, str(tmp_path / "lora"))
     torch.testing.assert_close(plug_in(base, lora)(ids).logits, reference(ids).logits, rtol=1e-4, atol=1e-5)

@@ -19,7 +19,7 @@ APP = "model_owner_server.app"
 ABOVE_APP = ("model_owner_server.cli", BENCH)  # command lines that start the service
 WEB = ("fastapi", "starlette", "uvicorn")
 ML = ("shared", "data_owner_client", "model_owner_server.emulators", "model_owner_server.evaluation",
-      "model_owner_server.plug_in", "model_owner_server.base_models")
+      "model_owner_server.plug_in", "model_owner_server.adapter_checks", "model_owner_server.base_models")
 
 
 def _modules() -> dict[str, Path]:

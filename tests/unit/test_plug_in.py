@@ -9,10 +9,11 @@ from safetensors.torch import load_file, save_file
 
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
+from model_owner_server import adapter_checks
 from model_owner_server.base_models import LoadedBase, load_base_model
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.spec import EmulatorSpec
-from model_owner_server.plug_in import changes_outputs, check_adapter, emulator_with_adapter, plug_in
+from model_owner_server.plug_in import changes_outputs, emulator_with_adapter, plug_in
 from shared.adapter_format import ADAPTER_FILE, AdapterError
 from shared.artifacts import load_emulator
 from shared.data_formats import TrainExample
@@ -34,7 +35,7 @@ def setup(tmp_path: Path) -> tuple[LoadedBase, EmulatorManifest, Path, Path]:
 
 def test_plug_in_replaces_only_adapter_blocks(setup: tuple[LoadedBase, EmulatorManifest, Path, Path]) -> None:
     base, manifest, _, adapter_dir = setup
-    adapter = check_adapter(adapter_dir, base, manifest)
+    adapter = adapter_checks.validate(adapter_dir, base, manifest)
     plugged = plug_in(base, adapter)
     original = base.model.state_dict()
     for key, value in plugged.state_dict().items():
@@ -50,7 +51,7 @@ def test_emulator_with_adapter_equals_the_tuned_emulator(setup: tuple[LoadedBase
                                                           ) -> None:
     base, manifest, emu_dir, adapter_dir = setup
     emulator, tok, _ = load_emulator(emu_dir)
-    tuned = emulator_with_adapter(emulator, manifest, check_adapter(adapter_dir, base, manifest))
+    tuned = emulator_with_adapter(emulator, manifest, adapter_checks.validate(adapter_dir, base, manifest))
     emulator2, _, _ = load_emulator(emu_dir)
     from data_owner_client.tuning.trainer import tune
 
@@ -75,7 +76,7 @@ def test_every_problem_is_listed_at_once(setup: tuple[LoadedBase, EmulatorManife
     _rewrite(adapter_dir, {"transformer.h.3.mlp.c_fc.weight": torch.zeros(64, 256),  # a middle block
                            other: torch.zeros(3, 3)}, drop=[some])
     with pytest.raises(AdapterError) as info:
-        check_adapter(adapter_dir, base, manifest)
+        adapter_checks.validate(adapter_dir, base, manifest)
     text = str(info.value)
     assert f"missing tensor {some}" in text
     assert "unexpected tensor transformer.h.3.mlp.c_fc.weight" in text
@@ -94,16 +95,16 @@ def test_non_finite_truncated_and_pickled_files_are_rejected(
     state[key].view(-1)[0] = float("nan")
     save_file(state, adapter_dir / ADAPTER_FILE)
     with pytest.raises(AdapterError, match="NaN or Inf"):
-        check_adapter(adapter_dir, base, manifest)
+        adapter_checks.validate(adapter_dir, base, manifest)
     (adapter_dir / ADAPTER_FILE).write_bytes(good[: len(good) // 2])
     with pytest.raises(AdapterError, match="truncated"):
-        check_adapter(adapter_dir, base, manifest)
+        adapter_checks.validate(adapter_dir, base, manifest)
     (adapter_dir / ADAPTER_FILE).write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     with pytest.raises(AdapterError, match="not a safetensors file"):
-        check_adapter(adapter_dir, base, manifest)
+        adapter_checks.validate(adapter_dir, base, manifest)
     (adapter_dir / ADAPTER_FILE).unlink()
     with pytest.raises(AdapterError, match=r"no adapter\.safetensors"):
-        check_adapter(adapter_dir, base, manifest)
+        adapter_checks.validate(adapter_dir, base, manifest)
 
 
 def test_adapter_for_another_emulator_is_rejected(setup: tuple[LoadedBase, EmulatorManifest, Path, Path],
@@ -112,7 +113,7 @@ def test_adapter_for_another_emulator_is_rejected(setup: tuple[LoadedBase, Emula
     other = build_emulator(base, EmulatorSpec(base_model="tiny-gpt2", method="uniform", alpha=0.5, adapter_bottom=2,
                                               adapter_top=2), None, tmp_path / "other")
     with pytest.raises(AdapterError, match=r"missing tensor transformer\.h\.1\."):
-        check_adapter(adapter_dir, base, other)
+        adapter_checks.validate(adapter_dir, base, other)
 
 
 def test_lora_plug_in_matches_peft_loading(tmp_path: Path) -> None:
@@ -123,7 +124,7 @@ def test_lora_plug_in_matches_peft_loading(tmp_path: Path) -> None:
                                                  adapter_bottom=1, adapter_top=1), None, tmp_path / "emu")
     train_adapter(tmp_path / "emu", TRAIN, None, CONFIG.model_copy(update={"mode": "lora", "lr": 1e-2}),
                   tmp_path / "lora")
-    adapter = check_adapter(tmp_path / "lora", base, manifest)
+    adapter = adapter_checks.validate(tmp_path / "lora", base, manifest)
     assert adapter.kind == "lora"
     plugged = plug_in(base, adapter)
     reference = PeftModel.from_pretrained(load_base_model("tiny-llama").model, str(tmp_path / "lora"))

@@ -13,12 +13,13 @@ from safetensors import safe_open
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
 from data_owner_client.tuning.trainer import tune
+from model_owner_server import adapter_checks
 from model_owner_server.base_models import load_base_model
 from model_owner_server.emulators.build import build_emulator
 from model_owner_server.emulators.profile import Stage1Config, corpus_tag, profile_id
 from model_owner_server.emulators.spec import EmulatorSpec
 from model_owner_server.emulators.stage1 import base_profile_id, run_stage1
-from model_owner_server.plug_in import changes_outputs, check_adapter, plug_in
+from model_owner_server.plug_in import changes_outputs, plug_in
 from model_owner_server.settings import Settings
 from shared.adapter_format import ADAPTER_FILE
 from shared.artifacts import load_emulator
@@ -146,7 +147,7 @@ def test_lora_on_a_bfloat16_emulator_keeps_float32_matrices(bf16_emulator: tuple
     assert stored_dtypes(tmp_path / "lora" / "adapter_model.safetensors") == {"F32"}
     base = load_base_model("tiny-llama", torch.bfloat16)
     _, _, manifest = load_emulator(emu_dir)
-    plugged = plug_in(base, check_adapter(tmp_path / "lora", base, manifest))
+    plugged = plug_in(base, adapter_checks.validate(tmp_path / "lora", base, manifest))
     assert model_dtype(plugged) == torch.bfloat16 and changes_outputs(base.model, plugged, base.tokenizer)
 
 
@@ -154,7 +155,7 @@ def test_plug_in_into_a_bfloat16_base(bf16_emulator: tuple[Path, Path]) -> None:
     emu_dir, adapter_dir = bf16_emulator
     base = load_base_model("tiny-llama", torch.bfloat16)
     _, _, manifest = load_emulator(emu_dir)
-    adapter = check_adapter(adapter_dir, base, manifest)  # a float32 adapter fits a bfloat16 base
+    adapter = adapter_checks.validate(adapter_dir, base, manifest)  # a float32 adapter fits a bfloat16 base
     plugged = plug_in(base, adapter)
     assert model_dtype(plugged) == torch.bfloat16
     assert all(p.dtype == torch.bfloat16 for p in plugged.parameters())

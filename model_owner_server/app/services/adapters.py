@@ -1,23 +1,21 @@
-"""Adapter uploads: name the uploaded parts, validate them against the emulator, publish atomically.
+"""Adapter uploads: name the uploaded parts, validate them against the emulator, probe, publish atomically.
 
 A full-block adapter is one `adapter.safetensors` (any single `*.safetensors` part is taken as it);
 a LoRA adapter is the PEFT pair `adapter_config.json` + `adapter_model.safetensors` sent as two
-`file` parts; the two kinds never together. Validation: the LoRA config against its explicit schema
-(`shared.lora_config`, stored in canonical form) and its target modules against the adapter blocks;
-`plug_in.check_adapter` (header first: key set, shapes, dtypes; then finiteness); the emulator id
-recorded in the file's metadata; then the probe (`probe.prove`: plugged into the full model, one
-forward, finite). Every problem found before the probe is reported at once.
+`file` parts; the two kinds never together. Validation: `adapter_checks.validate` (every problem at
+once), the canonical LoRA config written, then the probe (`probe.prove`: plugged into the full model,
+varied texts, finite).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from sqlmodel import Session
 from transformers import PreTrainedModel
 
+from model_owner_server.adapter_checks import CheckedAdapter, validate, write_canonical_config
 from model_owner_server.app.core.security import Principal
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services import quotas
@@ -29,14 +27,10 @@ from model_owner_server.app.services.views import adapter_out
 from model_owner_server.base_models import LoadedBase
 from model_owner_server.db.models import Adapter
 from model_owner_server.jobs.queue import new_id
-from model_owner_server.plug_in import CheckedAdapter, check_adapter
 from model_owner_server.storage.keys import adapter_prefix
-from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS, AdapterError, read_header
+from shared.adapter_format import ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS, AdapterError
 from shared.api import AdapterOut
 from shared.artifacts import file_entries
-from shared.blocks import find_block_stack
-from shared.lora_config import loose_object, parse_lora_config
-from shared.low_rank import is_projection
 from shared.manifest import EmulatorManifest
 
 ACCEPTED = (ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS)
@@ -74,79 +68,12 @@ def place_files(files: list[UploadedFile], directory: Path) -> list[str]:
     return problems
 
 
-def metadata_problems(directory: Path, manifest: EmulatorManifest) -> list[str]:
-    """An adapter whose metadata names another emulator was tuned on something else."""
-    for name in (ADAPTER_FILE, PEFT_WEIGHTS):
-        path = directory / name
-        if not path.is_file():
-            continue
-        try:
-            recorded = read_header(path).metadata.get("emulator_id")
-        except AdapterError:
-            return []  # check_adapter reports the unreadable header
-        if recorded and recorded != manifest.emulator_id:
-            return [f"{name}: tuned on emulator {recorded}, not {manifest.emulator_id}; upload it with "
-                    f"emulator_id={recorded} or tune on this emulator"]
-    return []
-
-
-def block_problems(base: LoadedBase, manifest: EmulatorManifest, config: dict[str, Any]) -> list[str]:
-    """LoRA layers that are no adapter blocks, target modules that name no projection of them (each
-    checked only where the field is well-typed: the schema reports the rest)."""
-    problems: list[str] = []
-    allowed = manifest.adapter_indices()
-    layers = config.get("layers_to_transform")
-    if isinstance(layers, list) and all(isinstance(i, int) for i in layers):
-        outside = sorted(set(layers) - set(allowed))
-        if outside:
-            problems.append(f"{PEFT_CONFIG}: layers_to_transform {outside[:20]} are not adapter blocks of this "
-                            f"emulator (adapter blocks: {sorted(allowed)})")
-    stack = find_block_stack(base.model)
-    pattern = config.get("layers_pattern")
-    if isinstance(pattern, str) and pattern != stack.path.rsplit(".", 1)[-1]:
-        problems.append(f"{PEFT_CONFIG}: layers_pattern {pattern[:80]!r} is not the block list of this model "
-                        f"({stack.path.rsplit('.', 1)[-1]!r}, or null)")
-    targets = config.get("target_modules")
-    if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
-        names = {name.rsplit(".", 1)[-1] for i in allowed if 0 <= i < len(stack.blocks)
-                 for name, module in stack.blocks[i].named_modules() if name and is_projection(module)}
-        problems += [f"{PEFT_CONFIG}: target_modules {name[:80]!r} is no projection of the adapter blocks "
-                     f"(projections: {', '.join(sorted(names))})" for name in targets if name not in names]
-    return problems
-
-
-def lora_config_problems(directory: Path, base: LoadedBase, manifest: EmulatorManifest) -> list[str]:
-    """Check `adapter_config.json` (if any) and rewrite it in canonical form; returns the problems."""
-    path = directory / PEFT_CONFIG
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    try:
-        config = parse_lora_config(raw)
-    except AdapterError as exc:
-        return exc.problems + block_problems(base, manifest, loose_object(raw))
-    problems = block_problems(base, manifest, config)
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    return problems
-
-
-def validate(directory: Path, base: LoadedBase, manifest: EmulatorManifest) -> tuple[CheckedAdapter, PreTrainedModel]:
+def check_and_probe(base: LoadedBase, directory: Path, manifest: EmulatorManifest
+                    ) -> tuple[CheckedAdapter, PreTrainedModel]:
     """Every check, then the probe: (the adapter, the full model with it plugged in). Raises AdapterError
-    with every problem found before the probe, or the probe's."""
-    problems = metadata_problems(directory, manifest)
-    config_problems = lora_config_problems(directory, base, manifest)
-    if config_problems:
-        try:  # the config is unusable: report the weights' header problems too, without the config's key set
-            read_header(directory / PEFT_WEIGHTS)
-        except AdapterError as exc:
-            config_problems += exc.problems
-        raise AdapterError(problems + config_problems)
-    try:
-        checked = check_adapter(directory, base, manifest)
-    except AdapterError as exc:
-        raise AdapterError(problems + exc.problems) from exc
-    if problems:
-        raise AdapterError(problems)
+    with every problem the checks found, or the probe's."""
+    checked = validate(directory, base, manifest)
+    write_canonical_config(checked)  # what PEFT loads in the probe and what is stored is what was checked
     return checked, prove(base, checked)
 
 
@@ -175,7 +102,7 @@ def store_adapter(state: AppState, principal: Principal, form: MultipartForm, wo
         if problems:
             raise rejected(problems)
         try:
-            checked, plugged = validate(directory, state.base_models.get(manifest.base_model), manifest)
+            checked, plugged = check_and_probe(state.base_models.get(manifest.base_model), directory, manifest)
         except AdapterError as exc:
             raise rejected(exc.problems) from exc
         entries = file_entries(directory)

@@ -8,10 +8,11 @@ import time
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
+from model_owner_server.adapter_checks import validate
 from model_owner_server.app.core.state import AppState
 from model_owner_server.app.services.errors import Gone, Unprocessable
 from model_owner_server.db.models import Adapter, Emulator
-from model_owner_server.plug_in import check_adapter, plug_in
+from model_owner_server.plug_in import plug_in
 from model_owner_server.storage.keys import adapter_prefix
 from shared.adapter_format import AdapterError
 from shared.api import GenerateOut, GenerateRequest
@@ -30,9 +31,9 @@ def plugged_model(state: AppState, adapter: Adapter, emulator: Emulator) -> tupl
     def build() -> PreTrainedModel:
         base = state.base_models.get(manifest.base_model)
         try:
-            checked = check_adapter(state.store.local_dir(adapter_prefix(adapter.id)), base, manifest)
+            checked = validate(state.store.local_dir(adapter_prefix(adapter.id)), base, manifest)
         except (AdapterError, OSError) as exc:
-            # it passed every check at upload, so its stored copy was lost or damaged since: the owner's
+            # it passed the same validate() at upload, so its stored copy was lost or damaged since: the owner's
             # log gets the reason, the caller what to do (the reason may hold a server path)
             log.error("adapter %s: stored file missing or damaged: %s", adapter.id, exc)
             raise Gone(f"the stored file of adapter {adapter.id} is missing or damaged; upload the adapter "
