@@ -1,8 +1,8 @@
 """Bounded in-process caches of loaded models: base models, and full models with an adapter plugged in.
 
-Loading SmolLM2 takes ~2 s and plugging in an adapter copies the whole model, so repeated requests
-reuse them. Both are LRU with a fixed size (settings), guarded by a lock per key so that concurrent
-first requests build a model once.
+Loading SmolLM2 takes ~2 s and plugging in an adapter copies and merges its blocks (the rest is
+shared with the base, see plug_in), so repeated requests reuse them. Both are LRU with a fixed size
+(settings), guarded by a lock per key so that concurrent first requests build a model once.
 """
 
 from __future__ import annotations
