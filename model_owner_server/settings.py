@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     generation_concurrency: int = Field(2, ge=1, le=255, description="generations running at once per API process "
                                         "(each holds a thread for seconds; the others wait without one); must be "
                                         "below SCALEOT_API_THREADS so status reads keep a thread")
+    probe_concurrency: int = Field(1, ge=1, le=64, description="adapter upload probes running at once per API "
+                                   "process, each on a probe thread (never an API thread): a probe runs the full "
+                                   "model on ten short texts, so more at once only contend for the same cores")
+    probe_queue: int = Field(16, ge=0, le=1024, description="uploads that may wait for a probe (holding no thread, "
+                             "only their files on disk); past that an upload answers 503 with Retry-After")
     # per data owner (the admin key is exempt); past one, a request is refused with 429 and Retry-After
     quota_active_jobs: int = Field(4, ge=0, description="queued or running jobs (emulator builds, evaluations, "
                                    "agreement checks) one data owner may have at once (0: no limit)")

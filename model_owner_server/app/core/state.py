@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from transformers import PreTrainedModel
 
 from model_owner_server.app.core.key_cache import KeyCache
+from model_owner_server.app.core.probe_pool import ProbePool
 from model_owner_server.app.core.security import Principal
 from model_owner_server.db.engine import make_engine
 from model_owner_server.model_cache import BaseModelCache, LRUCache
@@ -29,6 +30,7 @@ class AppState:
     frontiers: dict[str, FrontierFile] = field(default_factory=dict)  # model -> its frontier (SCALEOT_FRONTIERS)
     schema_revision: str | None = None  # set once the migrations ran at start-up
     _generation_slots: CapacityLimiter | None = None
+    _probes: ProbePool | None = None
 
     def generation_slots(self) -> CapacityLimiter:
         """At most `generation_concurrency` generations hold API threads at once; the others wait without
@@ -36,6 +38,13 @@ class AppState:
         if self._generation_slots is None:
             self._generation_slots = CapacityLimiter(self.settings.generation_concurrency)
         return self._generation_slots
+
+    def probes(self) -> ProbePool:
+        """Where upload probes run: `probe_concurrency` probe threads, `probe_queue` waiting uploads (made on
+        first use, in the event loop, so never twice)."""
+        if self._probes is None:
+            self._probes = ProbePool(self.settings.probe_concurrency, self.settings.probe_queue)
+        return self._probes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:

@@ -2,16 +2,21 @@
 
 A full-block adapter is one `adapter.safetensors` (any single `*.safetensors` part is taken as it);
 a LoRA adapter is the PEFT pair `adapter_config.json` + `adapter_model.safetensors` sent as two
-`file` parts; the two kinds never together. Validation: `adapter_checks.validate` (every problem at
-once), the canonical LoRA config written, then the probe (`probe.prove`: plugged into the full model,
-varied texts, finite).
+`file` parts; the two kinds never together. Three steps:
+1. on an API thread, briefly: the emulator (built, present), the form, the parts' names;
+2. on a probe thread (`ProbePool`: a few at once, a bounded queue, 503 past it; a waiting upload holds
+   no API thread): `adapter_checks.validate` (every problem at once), the canonical LoRA config
+   written, then the probe (`probe.prove`: plugged into the full model, varied texts, finite);
+3. on an API thread: publish the files and record the adapter.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from anyio import to_thread
 from sqlmodel import Session
 from transformers import PreTrainedModel
 
@@ -71,7 +76,7 @@ def place_files(files: list[UploadedFile], directory: Path) -> list[str]:
 def check_and_probe(base: LoadedBase, directory: Path, manifest: EmulatorManifest
                     ) -> tuple[CheckedAdapter, PreTrainedModel]:
     """Every check, then the probe: (the adapter, the full model with it plugged in). Raises AdapterError
-    with every problem the checks found, or the probe's."""
+    with every problem the checks found, or the probe's. Runs on a probe thread."""
     checked = validate(directory, base, manifest)
     write_canonical_config(checked)  # what PEFT loads in the probe and what is stored is what was checked
     return checked, prove(base, checked)
@@ -81,9 +86,17 @@ def rejected(problems: list[str]) -> Unprocessable:
     return Unprocessable({"message": f"adapter rejected: {len(problems)} problem(s)", "problems": problems})
 
 
-def store_adapter(state: AppState, principal: Principal, form: MultipartForm, work: Path) -> AdapterOut:
-    """Check an uploaded adapter against its emulator (every problem at once), then publish its files
-    and record it; the probe's plugged model goes into the cache, so generation starts warm."""
+
+@dataclass
+class PlacedUpload:
+    """An upload whose emulator and part names were accepted, waiting for its checks and probe."""
+    emulator_id: str
+    manifest: EmulatorManifest
+    directory: Path
+
+
+def place_upload(state: AppState, principal: Principal, form: MultipartForm, work: Path) -> PlacedUpload:
+    """Step 1 (API thread, no model): the emulator the upload names, and its parts at their names."""
     emulator_id = form.fields.get("emulator_id", "").strip()
     if not emulator_id:
         raise rejected(["form field 'emulator_id' is missing: name the emulator the adapter was tuned on"])
@@ -96,21 +109,41 @@ def store_adapter(state: AppState, principal: Principal, form: MultipartForm, wo
         quotas.check_storage(session, state.settings, principal,
                              sum(f.size for f in form.files if f.filename not in IGNORED))
         session.rollback()
-        directory = work / "adapter"
-        directory.mkdir()
-        problems = place_files(form.files, directory)
-        if problems:
-            raise rejected(problems)
-        try:
-            checked, plugged = check_and_probe(state.base_models.get(manifest.base_model), directory, manifest)
-        except AdapterError as exc:
-            raise rejected(exc.problems) from exc
-        entries = file_entries(directory)
-        row = Adapter(id=new_id("ada"), owner_id=principal.owner_id, emulator_id=emulator_id, kind=checked.kind,
-                      files_json=json.dumps({k: v.model_dump() for k, v in entries.items()}),
-                      size=sum(e.size for e in entries.values()))
-        state.store.put_dir(adapter_prefix(row.id), directory)
+    directory = work / "adapter"
+    directory.mkdir()
+    problems = place_files(form.files, directory)
+    if problems:
+        raise rejected(problems)
+    return PlacedUpload(emulator_id, manifest, directory)
+
+
+def probe_upload(state: AppState, upload: PlacedUpload) -> tuple[CheckedAdapter, PreTrainedModel]:
+    """Step 2 (probe thread): the checks and the probe; 422 with every problem."""
+    try:
+        return check_and_probe(state.base_models.get(upload.manifest.base_model), upload.directory, upload.manifest)
+    except AdapterError as exc:
+        raise rejected(exc.problems) from exc
+
+
+def publish_upload(state: AppState, principal: Principal, upload: PlacedUpload, checked: CheckedAdapter,
+                   plugged: PreTrainedModel) -> AdapterOut:
+    """Step 3 (API thread): publish the files and record the adapter; the probe's plugged model (which
+    shares the base model's tensors, see plug_in) goes into the cache, so generation starts warm."""
+    entries = file_entries(upload.directory)
+    row = Adapter(id=new_id("ada"), owner_id=principal.owner_id, emulator_id=upload.emulator_id, kind=checked.kind,
+                  files_json=json.dumps({k: v.model_dump() for k, v in entries.items()}),
+                  size=sum(e.size for e in entries.values()))
+    state.store.put_dir(adapter_prefix(row.id), upload.directory)
+    with Session(state.engine, expire_on_commit=False) as session:
         session.add(row)
         session.commit()
-    state.plugged.get_or_build(row.id, lambda: plugged)  # proven by the probe: generation starts warm
+    state.plugged.get_or_build(row.id, lambda: plugged)  # proven by the probe
     return adapter_out(row)
+
+
+async def store_adapter(state: AppState, principal: Principal, form: MultipartForm, work: Path) -> AdapterOut:
+    """Check an uploaded adapter against its emulator (every problem at once), probe it, then publish its
+    files and record it. ProbesBusy when every probe slot and queue place is taken."""
+    upload = await to_thread.run_sync(place_upload, state, principal, form, work)
+    checked, plugged = await state.probes().run(probe_upload, state, upload)
+    return await to_thread.run_sync(publish_upload, state, principal, upload, checked, plugged)

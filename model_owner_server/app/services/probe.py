@@ -1,7 +1,7 @@
 """Prove an adapter before it is accepted: plug it into the full model and run a short forward.
 
-The header and value checks (`check_adapter`) see each tensor alone; an adapter can pass them and
-still break the model (weights of 3e38 overflow in the first matmul, a LoRA config PEFT cannot
+The header and value checks (`adapter_checks.validate`) see each tensor alone; an adapter can pass
+them and still break the model (weights of 3e38 overflow in the first matmul, a LoRA config PEFT cannot
 load). The probe runs what generation and evaluation will run: `plug_in` on the full model, one
 forward over each of a few short probe texts, every block's activations and the logits finite and the
 logits within MAX_ABS_LOGIT (so sampling at the lowest accepted temperature cannot overflow either).
@@ -9,6 +9,9 @@ One sentence is not enough: an adapter can be silent on it and overflow on a tok
 capital "Z" alone at the first position), so the texts cover every ASCII letter and digit, punctuation,
 non-ASCII text and single characters at the start. Evaluation and generation still check their own
 outputs (non-finite -> refused), since no probe covers every input.
+The plugged model shares every tensor outside the adapter's blocks with the loaded base (`plug_in`), so
+a probe costs the adapter's blocks and activations, not a copy of the model; it runs on a probe thread
+(`ProbePool`), never on an API thread.
 """
 
 from __future__ import annotations

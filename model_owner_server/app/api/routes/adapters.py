@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request, Response, status
-from fastapi.concurrency import run_in_threadpool
+from fastapi import HTTPException, Request, Response, status
 from sqlalchemy import bindparam
 from sqlmodel import col, select
 
@@ -14,6 +13,7 @@ from model_owner_server.app.api.deps import PrincipalDep, ReadSessionDep, StateD
 from model_owner_server.app.api.multipart import parse_multipart
 from model_owner_server.app.api.routing import answer, api_router
 from model_owner_server.app.api.workdir import request_workdir
+from model_owner_server.app.core.probe_pool import ProbesBusy
 from model_owner_server.app.services.access import visible_adapter
 from model_owner_server.app.services.adapters import store_adapter
 from model_owner_server.app.services.views import adapter_out
@@ -35,12 +35,18 @@ UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"mu
              summary="Upload a tuned adapter (multipart: emulator_id + file parts)",
              responses={400: {"description": "not multipart"}, 404: {"description": "unknown emulator"},
                         409: {"description": "emulator not built"}, 413: {"description": "over the upload cap"},
-                        422: {"description": "every problem with the adapter, at once"}})
+                        422: {"description": "every problem with the adapter, at once"},
+                        503: {"description": "every probe slot and queue place is taken: retry after Retry-After"}})
 async def upload_adapter(request: Request, state: StateDep, principal: PrincipalDep) -> AdapterOut:
     with request_workdir(state, "upload-") as work:
         (work / "parts").mkdir()
         form = await parse_multipart(request, work / "parts", state.settings.max_upload_bytes)
-        return await run_in_threadpool(store_adapter, state, principal, form, work)
+        try:
+            return await store_adapter(state, principal, form, work)
+        except ProbesBusy as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "too many adapter uploads are being checked at "
+                                f"once: send it again in about {exc.retry_after_s} s",
+                                headers={"Retry-After": str(exc.retry_after_s)}) from exc
 
 
 # built once with a bound owner (see services/access.py)
