@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 EXTRAS="${1:-server,client,bench,dev}"
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
+# Debian's Chromium for the dashboard's browser tests (Playwright drives /usr/bin/chromium; never `playwright
+# install`). Where apt is missing or not allowed, the browser tests skip saying so.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+    || echo "install.sh: chromium could not be installed with apt-get; the browser tests will be skipped" >&2
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip

@@ -56,6 +56,7 @@ def _as_page(original: Handler) -> Handler:
             session.clear_cookie(rendered, request, session.SESSION_COOKIE)
         return rendered
 
+    handler.renders_pages = True  # type: ignore[attr-defined]
     return handler
 
 
@@ -63,6 +64,6 @@ def install(app: FastAPI) -> None:
     """Call after the app's exception handlers are registered."""
     app.include_router(router)
     for kind, original in list(app.exception_handlers.items()):
-        if isinstance(kind, type):
+        if isinstance(kind, type) and not getattr(original, "renders_pages", False):  # wrapped once
             app.add_exception_handler(kind, _as_page(original))
     app.add_middleware(UiHeaders)
