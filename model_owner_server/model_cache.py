@@ -27,6 +27,7 @@ class LRUCache(Generic[V]):
         self._key_locks: dict[str, threading.Lock] = {}
         self.hits = 0
         self.misses = 0
+        self.on_discard: list[Callable[[str], None]] = []  # others that keep a key's derived state forget it too
 
     def get_or_build(self, key: str, build: Callable[[], V]) -> V:
         with self._lock:
@@ -57,6 +58,8 @@ class LRUCache(Generic[V]):
     def discard(self, key: str) -> None:
         with self._lock:
             self._items.pop(key, None)
+        for forget in self.on_discard:
+            forget(key)
 
 
 class BaseModelCache:

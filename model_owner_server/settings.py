@@ -73,6 +73,15 @@ class Settings(BaseSettings):
         "memory (stage 1 and tuning keep float32 master copies of what they train); float16 needs a GPU")
     eval_limit: int = Field(200, ge=1, description="default cap on test examples of a built-in task")
     generate_max_new_tokens: int = Field(256, ge=1, description="upper bound on max_new_tokens")
+    # serving (generation, the OpenAI-compatible API): one shared base per model, adapters batched together
+    serve_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where generation runs: auto = the "
+                                                          "first GPU when there is one, else the CPU")
+    serve_max_adapter_mb: float = Field(1024.0, gt=0, description="MiB of adapter weights kept loaded for serving "
+                                        "(least recently used evicted past it; adapters of running requests stay)")
+    serve_max_batch: int = Field(16, ge=1, le=1024, description="requests decoded together per served model")
+    serve_queue: int = Field(64, ge=0, le=100_000, description="requests that may wait for a batch slot per served "
+                             "model; past that a generation answers 503 with Retry-After")
+    serve_retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After of a 503 for a full queue")
     workers_with_serve: int = Field(1, ge=0, description="worker processes `serve` starts beside the API")
     api_processes: int = Field(1, ge=1, description="uvicorn processes of the API (each holds its own model caches)")
     api_threads: int = Field(4, ge=2, le=256, description="threads each API process runs blocking work on (anyio's "

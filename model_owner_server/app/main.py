@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the limiter belongs to the running event loop, so it is sized here, not at import
         to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         yield
+        state.close_serving()  # its scheduler threads end their requests and stop
 
     app = FastAPI(title="ScaleOT model-owner service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.scaleot = state

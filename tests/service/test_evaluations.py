@@ -76,6 +76,7 @@ def test_generate_with_plugged_model(client: TestClient, alice: Headers, uploade
     body = first.json()
     # the upload's probe plugged the model already: the first generation finds it in the LRU
     assert body["new_tokens"] <= 5 and body["cached_model"] is True and isinstance(body["completion"], str)
+    assert uploaded["adapter"]["id"] in client.app.state.scaleot.serving().pool  # loaded once for serving
     client.app.state.scaleot.plugged.discard(uploaded["adapter"]["id"])  # as after a restart: plugged again
     second = client.post(url, json={"prompt": "hello", "max_new_tokens": 5}, headers=alice).json()
     assert second["cached_model"] is False and second["completion"] == body["completion"]  # greedy, same model

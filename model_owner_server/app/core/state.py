@@ -14,6 +14,7 @@ from model_owner_server.app.core.security import Principal
 from model_owner_server.db.engine import make_engine
 from model_owner_server.model_cache import BaseModelCache, LRUCache
 from model_owner_server.recommendation.frontier_file import FrontierFile
+from model_owner_server.serving.registry import Serving
 from model_owner_server.settings import Settings
 from model_owner_server.storage.base import ArtifactStore
 from model_owner_server.storage.factory import make_store
@@ -31,6 +32,7 @@ class AppState:
     schema_revision: str | None = None  # set once the migrations ran at start-up
     _generation_slots: CapacityLimiter | None = None
     _probes: ProbePool | None = None
+    _serving: Serving | None = None
 
     def generation_slots(self) -> CapacityLimiter:
         """At most `generation_concurrency` generations hold API threads at once; the others wait without
@@ -45,6 +47,20 @@ class AppState:
         if self._probes is None:
             self._probes = ProbePool(self.settings.probe_concurrency, self.settings.probe_queue)
         return self._probes
+
+    def serving(self) -> Serving:
+        """The shared-base serving of generation (made on first use; `plugged.discard` forgets its adapters too,
+        so a dropped adapter is read from the store again on either path)."""
+        if self._serving is None:
+            s = self.settings
+            self._serving = Serving(self.base_models.get, s.serve_device, s.serve_max_adapter_mb, s.serve_max_batch,
+                                    s.serve_queue, s.serve_retry_after_s)
+            self.plugged.on_discard.append(self._serving.pool.discard)
+        return self._serving
+
+    def close_serving(self) -> None:
+        if self._serving is not None:
+            self._serving.close()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
