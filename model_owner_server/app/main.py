@@ -30,6 +30,7 @@ from model_owner_server.app.api.routes import (
     health,
     jobs,
     models,
+    openai,
     owners,
     prompt_sets,
 )
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(agreements.emulator_router)
     app.include_router(jobs.router)
     app.include_router(jobs.admin_router)
+    app.include_router(openai.router)  # /openai/v1: authenticates itself, answers in OpenAI's error shape
     app.add_middleware(RequestGuard, state=state)  # authentication and body caps before any route runs
     openapi.install(app)
     ui.install(app)  # the dashboard under /ui; after the handlers, which it wraps to answer with pages
