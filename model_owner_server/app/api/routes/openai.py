@@ -38,6 +38,7 @@ from model_owner_server.app.services.generation import refused
 from model_owner_server.serving.sampling import NonFiniteLogits
 from model_owner_server.serving.scheduler import GenRequest, QueueFull
 from model_owner_server.serving.sinks import AsyncSink
+from shared.bounded_json import JSONLimitError, loads_bounded
 
 router = APIRouter(prefix="/openai/v1", tags=["openai"])
 DISCONNECT_POLL_S = 0.5
@@ -56,11 +57,18 @@ async def _principal(request: Request, state: AppState) -> Principal:
 
 
 async def _body(request: Request, kind: type[Sampling]) -> Sampling:
+    """The body as `kind`: parsed within the guard's JSON bounds whatever its Content-Type says (the guard
+    checks only bodies declared JSON), and validated from the JSON text, so a lone surrogate (which no
+    tokenizer takes) is refused as in the REST API: a 400, never a 500."""
+    data = await request.body() or b"null"
     try:
-        raw = json.loads(await request.body() or b"null")
-        return kind.model_validate(raw)
-    except json.JSONDecodeError as exc:
+        loads_bounded(data)
+    except JSONLimitError as exc:
+        raise OpenAIError(400, f"the request body is refused: {exc}") from exc
+    except ValueError as exc:  # not JSON, or not UTF-8
         raise OpenAIError(400, "the request body is not valid JSON") from exc
+    try:
+        return kind.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         param = ".".join(str(p) for p in first["loc"]) or None
