@@ -105,7 +105,7 @@ def place_upload(state: AppState, principal: Principal, form: MultipartForm, wor
         assert emulator.manifest_json is not None  # built_emulator checked it
         manifest = EmulatorManifest.model_validate_json(emulator.manifest_json)
         # before the probe (the costly part): the parts' sizes are what will be stored. The owner's lock is let go
-        # at once, not held through the probe (seconds); simultaneous uploads may so pass the quota by their size
+        # at once, not held through the probe (seconds); publish_upload checks again
         quotas.check_storage(session, state.settings, principal,
                              sum(f.size for f in form.files if f.filename not in IGNORED))
         session.rollback()
@@ -133,9 +133,13 @@ def publish_upload(state: AppState, principal: Principal, upload: PlacedUpload, 
     row = Adapter(id=new_id("ada"), owner_id=principal.owner_id, emulator_id=upload.emulator_id, kind=checked.kind,
                   files_json=json.dumps({k: v.model_dump() for k, v in entries.items()}),
                   size=sum(e.size for e in entries.values()))
-    state.store.put_dir(adapter_prefix(row.id), upload.directory)
     with Session(state.engine, expire_on_commit=False) as session:
+        # checked again (the owner's row locked until the commit): uploads probed at the same time all passed
+        # the check before their probes, and would together pass the quota by many uploads' sizes
+        quotas.check_storage(session, state.settings, principal, row.size)
         session.add(row)
+        session.flush()
+        state.store.put_dir(adapter_prefix(row.id), upload.directory)
         session.commit()
     state.plugged.get_or_build(row.id, lambda: plugged)  # proven by the probe
     return adapter_out(row)
