@@ -103,9 +103,7 @@ class Run:
         self.prompt_tokens = len(prompt)
         try:
             serving.submit(target.base_model, self.job)
-        except QueueFull as exc:
-            if target.adapter is not None:
-                serving.release(target.adapter.key)
+        except QueueFull as exc:  # not submitted: `_start` releases the adapter's pin (once)
             raise OpenAIError(503, str(exc), None, "overloaded", {"Retry-After": str(exc.retry_after_s)}) from exc
 
     async def deltas(self, request: Request) -> AsyncIterator[tuple[str, str | None]]:
