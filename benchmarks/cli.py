@@ -608,3 +608,30 @@ def bench_header_rss(
     text = header_rss.markdown(result)
     write_result(out, "header-rss", result, text)
     typer.echo(text)
+
+
+@app.command("ui-pages")
+def bench_ui_pages(
+    requests: Annotated[int, typer.Option(min=1, max=1000, help="requests per page and viewer")] = 30,
+    jobs: Annotated[int, typer.Option(min=20, max=100_000, help="jobs to seed (of every kind and state)")] = 1000,
+    adapters: Annotated[int, typer.Option(min=1, max=100_000, help="adapters to seed")] = 1000,
+    note: Annotated[str, typer.Option(help="a line added to the result (e.g. what else ran on the host)")] = "",
+    before: Annotated[Path | None, typer.Option(help="an earlier run's ui-pages.json, shown side by side")] = None,
+    before_label: Annotated[str, typer.Option(help="what the earlier run was (e.g. a commit)")] = "",
+    out: OutOption = RESULTS,
+) -> None:
+    """Server time of each dashboard page (/ui) with many jobs and adapters in the database (in-process ASGI,
+    SQLite, tiny models, no worker): median and p95 per page, as the admin and as a data owner."""
+    import json
+
+    from benchmarks.output import write_result
+    from benchmarks.service_load import ui_pages
+
+    earlier = json.loads(before.read_text()) if before else None  # read first: --out may overwrite it
+    result = ui_pages.run(requests, jobs, adapters, note)
+    if earlier is not None:
+        result["before"] = {"label": before_label, "rows": earlier["rows"], "counts": earlier["counts"]}
+    text = ui_pages.markdown(result)
+    stem = write_result(out, "ui-pages", result, text)
+    typer.echo(text)
+    typer.echo(f"written to {stem}.{{json,md}}")

@@ -83,20 +83,22 @@ def adapters_page(session: Session, principal: Principal, page: int = 1,
 def evaluations_page(session: Session, principal: Principal, page: int = 1, task: str | None = None,
                      succeeded_only: bool = False, adapter_id: str | None = None) -> Page[OwnedRow[EvaluationOut]]:
     where = _owned_scope(Evaluation, principal)
-    query = select(Evaluation)
     if adapter_id is not None:
         where.append(col(Evaluation.adapter_id) == adapter_id)
     if task is not None:
         where.append(col(Evaluation.task) == task)
     if succeeded_only:
-        query = query.join(Job, col(Job.id) == col(Evaluation.job_id))
         where.append(col(Job.state) == JobState.succeeded)
-    total = session.exec(select(func.count()).select_from(query.where(*where).subquery())).one()
-    rows = session.exec(query.where(*where).order_by(col(Evaluation.created_at).desc(), col(Evaluation.id))
+    joined = col(Job.id) == col(Evaluation.job_id)
+    counted = select(Evaluation.id).join(Job, joined) if succeeded_only else select(Evaluation.id)
+    total = session.exec(select(func.count()).select_from(counted.where(*where).subquery())).one()
+    # each row with its job in the same query (a query per row's status made the page 50 queries longer)
+    rows = session.exec(select(Evaluation, Job).outerjoin(Job, joined).where(*where)
+                        .order_by(col(Evaluation.created_at).desc(), col(Evaluation.id))
                         .limit(PAGE_SIZE).offset(_offset(page))).all()
-    names = _owner_names(session, {r.owner_id for r in rows if r.owner_id}) if principal.is_admin else {}
-    return Page([OwnedRow(evaluation_out(session, r), names.get(r.owner_id or "")) for r in rows], int(total),
-                max(1, page))
+    names = _owner_names(session, {r.owner_id for r, _ in rows if r.owner_id}) if principal.is_admin else {}
+    return Page([OwnedRow(evaluation_out(session, r, job), names.get(r.owner_id or "")) for r, job in rows],
+                int(total), max(1, page))
 
 
 def counts(session: Session, principal: Principal) -> dict[str, int]:

@@ -79,9 +79,10 @@ def adapter_out(row: Adapter) -> AdapterOut:
                       created_at=row.created_at)
 
 
-def evaluation_out(session: Session, row: Evaluation) -> EvaluationOut:
+def evaluation_out(session: Session, row: Evaluation, job: Job | None = None) -> EvaluationOut:
+    """Pass `job` when the caller has the row's job already (no query then)."""
     result = EvaluationMatrix.model_validate_json(row.result_json) if row.result_json else None
-    status = job_status(session, row.job_id)
+    status = job_status(session, row.job_id, job)
     return EvaluationOut(id=row.id, adapter_id=row.adapter_id, task=row.task, source=row.source,
                          limit=row.example_limit, state=status.state, progress=status.progress, error=status.error,
                          status=status, result=result, created_at=row.created_at)
