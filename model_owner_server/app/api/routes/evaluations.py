@@ -87,12 +87,14 @@ async def create_evaluation(request: Request, state: StateDep, principal: Princi
 
 @router.get("", response_model=EvaluationList, summary="Your evaluations (admin: all)")
 def list_evaluations(session: ReadSessionDep, principal: PrincipalDep) -> Response:
-    from model_owner_server.db.models import Evaluation
+    from model_owner_server.db.models import Evaluation, Job
 
-    query = select(Evaluation).order_by(col(Evaluation.created_at).desc())
+    # each row with its job in the same query, not one status query per evaluation
+    query = (select(Evaluation, Job).outerjoin(Job, col(Job.id) == col(Evaluation.job_id))
+             .order_by(col(Evaluation.created_at).desc()))
     if not principal.is_admin:
         query = query.where(Evaluation.owner_id == principal.owner_id)
-    return answer(EvaluationList(items=[evaluation_out(session, row) for row in session.exec(query).all()]))
+    return answer(EvaluationList(items=[evaluation_out(session, row, job) for row, job in session.exec(query).all()]))
 
 
 @router.get("/{evaluation_id}", response_model=EvaluationOut, summary="State and the evaluation matrix",
