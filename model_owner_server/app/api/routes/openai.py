@@ -108,13 +108,21 @@ class Run:
 
     async def deltas(self, request: Request) -> AsyncIterator[tuple[str, str | None]]:
         """(new text, finish reason once finished); the run is cancelled if the reader stops or the client leaves."""
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + DISCONNECT_POLL_S
         try:
             while True:
                 try:
                     event = await asyncio.wait_for(self.sink.events.get(), DISCONNECT_POLL_S)
                 except TimeoutError:
+                    event = None
+                # every DISCONNECT_POLL_S also while tokens keep coming (they do, faster than that): else a
+                # client that left a non-streamed request went unnoticed until all its tokens were made
+                if event is None or loop.time() >= next_check:
                     if await request.is_disconnected():
                         return
+                    next_check = loop.time() + DISCONNECT_POLL_S
+                if event is None:
                     continue
                 if event[0] == "token":
                     delta, stopped = self.text.feed(event[1])
