@@ -100,8 +100,14 @@ def seed_state(path: Path, config: dict[str, Any], source: Path) -> None:
             raise StateMismatchError(f"{source} was run with another {key} ({stored.get(key)!r}, this run "
                                      f"{mine[key]!r}); its rows cannot be paired with this run's")
     state = open_state(path, config, unbound=UNBOUND)
+    wanted = list(config["variants"])
     for task in stored.get("tasks", []):
         result = TaskResult.model_validate(task)
+        # this run's variants are its rows from the start (a report written before every task was refreshed
+        # must not show the committed run's other variants); the rest is kept aside, as a resumed run does
+        by_label = {row.variant: row for row in result.rows}
+        result.rows = [by_label[label] for label in wanted if label in by_label]
+        result.set_aside = [row for label, row in by_label.items() if label not in wanted]
         state.tasks[result.task] = result
         state.lrs[result.task] = result.lr
     save_state(path, state)

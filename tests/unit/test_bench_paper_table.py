@@ -449,6 +449,7 @@ def test_a_calibrated_row_starts_from_committed_results_and_is_paired_with_its_u
     result = paper_table.run(base, profile, ["a"], [VARIANTS[1], calibrated], budget, out, "c",
                              load_task=load, log=lambda _: None, from_results=source)
     plain, tuned = result["tasks"][0]["rows"]
+    assert [s["variant"] for s in result["summary"]] == [VARIANTS[1].label, calibrated.label]  # uniform set aside
     assert plain == committed["tasks"][0]["rows"][1]  # taken from the committed file, not re-run
     assert tuned["calibrated"] and tuned["calibration"]["n_prompts"] + tuned["calibration"]["n_check"] == 8
     assert tuned["emulator_id"] != plain["emulator_id"]
