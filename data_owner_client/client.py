@@ -41,7 +41,7 @@ from shared.api import (
     PromptSetOut,
     TaskInfo,
 )
-from shared.wire import FINISHED
+from shared.job_outcomes import FINISHED
 
 __all__ = ["ApiError", "ClientError", "ScaleOTClient", "format_detail"]
 

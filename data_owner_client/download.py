@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from data_owner_client.errors import ClientError
 from shared.artifacts import ArtifactError, sha256_file, verify_emulator
+from shared.job_outcomes import JobState
 from shared.manifest import MANIFEST_NAME, EmulatorManifest
-from shared.wire import JobState
 
 if TYPE_CHECKING:
     from collections.abc import Callable

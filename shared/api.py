@@ -8,8 +8,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
+from shared.job_outcomes import EvaluationMatrix, JobState
 from shared.manifest import EmulatorManifest, EmulatorOptions, FileEntry
-from shared.wire import EvaluationMatrix, JobState
 
 MAX_EVAL_LIMIT = 100_000  # test examples of one evaluation
 MAX_NEW_TOKENS = 4096  # the schema's bound; SCALEOT_GENERATE_MAX_NEW_TOKENS caps it further

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from shared.wire import JobState
+from shared.job_outcomes import JobState
 
 MAX_PAGE = 200  # rows of one page of a list
 

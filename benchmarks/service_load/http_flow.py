@@ -18,7 +18,7 @@ from benchmarks.service_load.http_load import LocalServer, request_emulator
 from data_owner_client.tuning.config import TuningConfig
 from data_owner_client.tuning.local import train_adapter
 from shared.artifacts import verify_emulator
-from shared.wire import FINISHED
+from shared.job_outcomes import FINISHED
 
 
 def wait_evaluation(client: httpx.Client, evaluation_id: str, timeout: float) -> dict[str, Any]:

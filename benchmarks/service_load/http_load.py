@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from benchmarks.service_load.local_server import CLI, stop_server, wait_until_healthy
-from shared.wire import FINISHED, JobState
+from shared.job_outcomes import FINISHED, JobState
 
 
 @dataclass

@@ -73,7 +73,7 @@ def _adapter_file(emulator_dir: Path, out_dir: Path) -> Path:
 
 def _sign_in(client: Any, key: str) -> str:
     """The session cookie of `key`, signed in through the form."""
-    from model_owner_server.ui.session import SESSION_COOKIE
+    from model_owner_server.app.ui.session import SESSION_COOKIE
 
     form = client.get("/ui/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)

@@ -23,8 +23,8 @@ from data_owner_client.commands.common import (
 )
 from data_owner_client.download import DownloadProgress
 from shared.api import EmulatorOut
+from shared.job_outcomes import JobState
 from shared.progress import progress
-from shared.wire import JobState
 
 app = typer.Typer(help="Request, watch and download emulators.", no_args_is_help=True)
 

@@ -22,7 +22,7 @@ from data_owner_client.commands.common import (
     wait_with_progress,
 )
 from shared.api import EvaluationOut
-from shared.wire import MATRIX_ROWS, JobState
+from shared.job_outcomes import MATRIX_ROWS, JobState
 
 app = typer.Typer(help="Evaluate an uploaded adapter (the Offsite-Tuning matrix).", no_args_is_help=True)
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model_owner_server import ui
+from model_owner_server.app import ui
 from model_owner_server.app.api import openapi
 from model_owner_server.app.api.guard import RequestGuard
 from model_owner_server.app.api.routes import (

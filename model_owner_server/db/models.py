@@ -12,8 +12,8 @@ from enum import StrEnum
 
 from sqlmodel import Field, SQLModel
 
-from shared.wire import FINISHED as FINISHED  # the wire's job states are also the column values
-from shared.wire import JobState as JobState
+from shared.job_outcomes import FINISHED as FINISHED  # the wire's job states are also the column values
+from shared.job_outcomes import JobState as JobState
 
 
 def now() -> float:

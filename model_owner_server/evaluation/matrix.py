@@ -1,7 +1,7 @@
 """Scoring one model for one row of the Offsite-Tuning evaluation matrix.
 
 The matrix, its rows and its gaps are part of the REST contract both parties read
-(`shared/wire.py`); they are re-exported here for the server's modules.
+(`shared/job_outcomes.py`); they are re-exported here for the server's modules.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from shared.data_formats import MCExample, TrainExample
+from shared.job_outcomes import MATRIX_ROWS, EvaluationMatrix, Score
 from shared.perplexity import perplexity
 from shared.scoring import NonFiniteScores, score_multiple_choice
-from shared.wire import MATRIX_ROWS, EvaluationMatrix, Score
 
 ROWS = tuple(MATRIX_ROWS)
 __all__ = ["ROWS", "EvaluationMatrix", "Score", "score_model"]

@@ -14,7 +14,7 @@ from model_owner_server.evaluation.run import evaluate_adapter
 from model_owner_server.jobs.worker import JobContext, WorkerServices
 from model_owner_server.storage.keys import UPLOADED_DATA, adapter_prefix, evaluation_prefix
 from shared.data_formats import MCExample, TrainExample, load_mc_jsonl
-from shared.wire import SERVICE_ROWS
+from shared.job_outcomes import SERVICE_ROWS
 
 ROWS = SERVICE_ROWS
 

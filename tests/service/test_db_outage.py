@@ -28,7 +28,7 @@ from model_owner_server.db.outage import RETRY_AFTER_S
 from model_owner_server.jobs import queue
 from model_owner_server.jobs.worker import Worker
 from model_owner_server.settings import Settings
-from shared.wire import SERVICE_ROWS
+from shared.job_outcomes import SERVICE_ROWS
 from tests.service.conftest import ADMIN, UNIFORM, Headers, make_settings, new_owner
 
 POSTGRES = bool(os.environ.get("SCALEOT_TEST_POSTGRES_URL"))

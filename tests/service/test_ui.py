@@ -18,10 +18,10 @@ from sqlmodel import Session
 
 from model_owner_server.app.main import create_app
 from model_owner_server.app.services.owners import create_key
+from model_owner_server.app.ui import session as ui_session
 from model_owner_server.jobs.runner import build_worker
 from model_owner_server.jobs.worker import Worker
 from model_owner_server.settings import Settings
-from model_owner_server.ui import session as ui_session
 from tests.service.adapters import make_adapter
 from tests.service.conftest import ADMIN, ADMIN_KEY, UNIFORM, build, download, make_settings, upload
 from tests.service.ui_helpers import XSS, csrf_of, frontier_file, sign_in

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from data_owner_client.cli import app
 from data_owner_client.client import ClientError, ScaleOTClient
 from shared.api import AdapterList, AdapterOut, EmulatorOut, JobStatus
-from shared.wire import JobState
+from shared.job_outcomes import JobState
 
 ADAPTER = AdapterOut(id="ada-1", emulator_id="emu-1", kind="full", files={}, size=12, created_at=0.0)
 

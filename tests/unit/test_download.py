@@ -12,8 +12,8 @@ import pytest
 import data_owner_client.download as download_module
 from data_owner_client.client import ClientError, ScaleOTClient
 from shared.api import EmulatorOut, JobStatus
+from shared.job_outcomes import JobState
 from shared.manifest import MANIFEST_NAME, WEIGHTS_NAME, EmulatorManifest, FileEntry
-from shared.wire import JobState
 
 FILES = {WEIGHTS_NAME: bytes(range(256)) * 400, "config.json": b'{"model_type": "llama"}'}
 

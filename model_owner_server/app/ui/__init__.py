@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from model_owner_server.ui import session
-from model_owner_server.ui.pages import router
-from model_owner_server.ui.render import PREFIX, UiHeaders, page
+from model_owner_server.app.ui import session
+from model_owner_server.app.ui.pages import router
+from model_owner_server.app.ui.render import PREFIX, UiHeaders, page
 
 Handler = Callable[[Request, Exception], Awaitable[Response] | Response]
 

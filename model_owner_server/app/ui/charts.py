@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from model_owner_server.recommendation.frontier_file import FrontierFile, FrontierPoint
 from shared.api import EvaluationOut
+from shared.job_outcomes import MATRIX_ROWS
 from shared.manifest import EmulatorManifest, LayerKind
-from shared.wire import MATRIX_ROWS
 
 DROPPED = "dropped"
 KIND_LABEL = {LayerKind.adapter.value: "adapter (tuned by the data owner)",

@@ -27,12 +27,12 @@ from model_owner_server.app.services.access import visible_adapter, visible_emul
 from model_owner_server.app.services.overview import served_models
 from model_owner_server.app.services.owners import create_key, revoke_keys
 from model_owner_server.app.services.views import adapter_out, emulator_out, evaluation_out
+from model_owner_server.app.ui import charts, session
+from model_owner_server.app.ui.render import HERE, page
 from model_owner_server.db.models import ApiKey, JobKind, JobState, Owner
 from model_owner_server.recommendation.rule import NoRecommendationError, recommended_point, selection_caveat
-from model_owner_server.ui import charts, session
-from model_owner_server.ui.render import HERE, page
 from shared.api import OwnerCreate
-from shared.wire import MATRIX_ROWS
+from shared.job_outcomes import MATRIX_ROWS
 
 router = api_router(prefix="/ui", include_in_schema=False)
 

@@ -1,7 +1,7 @@
-"""The parts of the REST contract both parties read: job states, the evaluation matrix and its rows.
+"""Job states and the evaluation matrix: the records a job produces, read by both parties.
 
-The server builds and serves these; the data owner's client parses the same models instead of
-spelling states and row names by hand.
+The REST bodies (`shared/api.py`, the contract itself) embed them; the server builds them and the data
+owner's client parses the same models instead of spelling states and row names by hand.
 """
 
 from __future__ import annotations
