@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     )
     admin_key: str = Field(DEFAULT_ADMIN_KEY, description="the model owner's admin API key (>= 16 chars)")
     max_upload_bytes: int = Field(2 * 1024**3, ge=1, description="cap on one multipart body (adapter, JSONL)")
+    max_header_bytes: int = Field(64 * 1024, ge=4096, le=16 * 1024**2, description="`serve`: a request line + "
+                                  "headers larger than this is answered 431 before more is buffered")
+    header_timeout_s: float = Field(30.0, gt=0, le=3600, description="`serve`: a request head not complete this "
+                                    "long after its connection opened (or the previous response) is answered 408")
     max_json_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024**2,
                                 description="cap on any other request body (JSON); read only after authentication")
     auth_cache_s: float = Field(5.0, ge=0, le=300,

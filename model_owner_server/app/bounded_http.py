@@ -11,28 +11,26 @@ closes the connection. The number of header lines is capped in the app (`guard.p
 from __future__ import annotations
 
 import asyncio
-import os
+import functools
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-DEFAULT_MAX_HEADER_BYTES = 64 * 1024  # nginx's default large_client_header_buffers is 4 x 8 KiB
-DEFAULT_HEADER_TIMEOUT_S = 30.0  # as a proxy's client_header_timeout (nginx: 60 s)
+from model_owner_server.settings import Settings
 
 
-def _env(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, default))
-    except ValueError:
-        return default
-    return value if value > 0 else default
+@functools.cache
+def _limits() -> tuple[int, float]:
+    """(SCALEOT_MAX_HEADER_BYTES, SCALEOT_HEADER_TIMEOUT_S), read once per process (`serve` has validated the
+    settings before uvicorn starts)."""
+    settings = Settings()
+    return settings.max_header_bytes, settings.header_timeout_s
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.max_head_bytes = int(_env("SCALEOT_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES))
-        self.head_timeout_s = _env("SCALEOT_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S)
+        self.max_head_bytes, self.head_timeout_s = _limits()
         self.in_head = True  # reading a request head (from the connection's start or after a response)
         self.head_bytes = 0
         self.heads_done = 0
