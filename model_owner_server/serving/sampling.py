@@ -20,7 +20,9 @@ def choose(logits: torch.Tensor, temperature: float, top_p: float, generator: to
     """One row's next token from its (vocab,) logits."""
     if temperature <= 0:
         return int(logits.argmax())
-    scores = logits / temperature
+    # shifted so the largest score is 0 (softmax does not change): finite logits near float32's limit divided
+    # by a small temperature would otherwise overflow to inf and the softmax to NaN (found by the API fuzz)
+    scores = (logits.double() - logits.double().max()) / temperature
     if top_p < 1.0:  # keep the smallest set of tokens whose probability reaches top_p (at least one)
         ordered, order = torch.sort(scores, descending=True)
         cumulative = ordered.softmax(-1).cumsum(-1)

@@ -152,7 +152,12 @@ class Scheduler:
         except NonFiniteLogits as exc:
             self._finish(request, "error", exc)
             return False
-        token = choose(logits, request.temperature, request.top_p, request.generator)
+        try:
+            token = choose(logits, request.temperature, request.top_p, request.generator)
+        except RuntimeError as exc:  # one row's sampling failure is that row's, not its batch's
+            log.exception("serving %s: sampling failed for one request", self.name)
+            self._finish(request, "error", exc)
+            return False
         request.produced.append(token)
         request.sink.token(token)
         if token in request.eos:
