@@ -244,8 +244,20 @@ class _ModelList(BaseModel):
     data: list[dict[str, Any]]
 
 
+# OpenAI's statuses, each with its {"error": {...}} body: declared so that clients and the API fuzz see them
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no or a wrong API key"},
+    503: {"description": "the serving queue is full or the database unavailable; see Retry-After"},
+}
+_GENERATION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    400: {"description": "an invalid request: the body, a parameter out of range, a prompt past the context"},
+    404: {"description": "model_not_found: not an adapter of the caller nor a served base model"},
+    422: {"description": "the adapter produces non-finite values (NaN or Inf)"},
+}
 router.add_api_route("/models", _openai(models), methods=["GET"], summary="The caller's adapters and the base models",
-                     response_model=_ModelList)
-router.add_api_route("/completions", _openai(completions), methods=["POST"], summary="OpenAI text completion")
+                     response_model=_ModelList, responses=_ERRORS)
+router.add_api_route("/completions", _openai(completions), methods=["POST"], summary="OpenAI text completion",
+                     responses=_GENERATION_ERRORS)
 router.add_api_route("/chat/completions", _openai(chat_completions), methods=["POST"],
-                     summary="OpenAI chat completion")
+                     summary="OpenAI chat completion", responses=_GENERATION_ERRORS)
