@@ -18,6 +18,16 @@ from model_owner_server.app.api.guard import PROTECTED_PREFIX
 from shared.api import ErrorOut
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+OPENAI_PREFIX = "/openai/"
+# the OpenAI-compatible routes answer OpenAI's error body; the guard's refusals before them (413, the JSON
+# bounds' 422) keep the service's
+OPENAI_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "OpenAIError", "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
+        "message": {"type": "string"}, "type": {"type": "string"},
+        "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "code": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}}}
+OPENAI_OR_SERVICE_ERROR = {"anyOf": [{"$ref": "#/components/schemas/OpenAIError"}, ERROR_REF]}
 ADMIN_TAG = "admin"  # every operation of the admin router needs the admin key
 DESCRIPTIONS = {
     400: "malformed body: not JSON, or not multipart/form-data where an upload is expected",
@@ -55,13 +65,14 @@ def _codes(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     return codes
 
 
-def _declare(operation: dict[str, Any], codes: set[int]) -> None:
+def _declare(operation: dict[str, Any], codes: set[int], openai: bool = False) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     for code in sorted(codes):
         responses.setdefault(str(code), {"description": DESCRIPTIONS[code]})
+    schema = OPENAI_OR_SERVICE_ERROR if openai else ERROR_REF
     for status, response in responses.items():
         if status.startswith("4"):  # FastAPI's own 422 schema does not fit the service's error bodies
-            response["content"] = {"application/json": {"schema": ERROR_REF}}
+            response["content"] = {"application/json": {"schema": schema}}
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
@@ -70,13 +81,14 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas["OpenAIError"] = OPENAI_ERROR_SCHEMA
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             if method == "post" and path in QUOTA_PATHS:
                 operation.setdefault("responses", {}).setdefault("429", dict(QUOTA_RESPONSE))
-            _declare(operation, _codes(path, method, operation))
+            _declare(operation, _codes(path, method, operation), openai=path.startswith(OPENAI_PREFIX))
     app.openapi_schema = document
     return document
 
