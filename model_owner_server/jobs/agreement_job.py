@@ -20,15 +20,6 @@ def _read_rows(services: WorkerServices, check_id: str) -> tuple[AgreementCheck 
         return row, session.get(Emulator, row.emulator_id) if row else None
 
 
-def _record_result(services: WorkerServices, check_id: str, result_json: str) -> None:
-    with Session(services.engine) as session:
-        stored = session.get(AgreementCheck, check_id)
-        assert stored is not None
-        stored.result_json = result_json
-        session.add(stored)
-        session.commit()
-
-
 def run_agreement_check(ctx: JobContext, services: WorkerServices) -> str:
     row, emulator_row = ctx.db(lambda: _read_rows(services, ctx.job.subject_id), "reading the agreement check")
     if row is None or emulator_row is None:
@@ -44,5 +35,5 @@ def run_agreement_check(ctx: JobContext, services: WorkerServices) -> str:
     result = AgreementResult(n_items=report.n_items, agreement=report.agreement, mean_kl=report.mean_kl,
                              threshold=TRANSFER_THRESHOLD, likely_to_transfer=likely, verdict=sentence)
     result_json = result.model_dump_json()
-    ctx.db(lambda: _record_result(services, row.id, result_json), "recording the result")
+    ctx.db(lambda: services.record_result(AgreementCheck, row.id, result_json), "recording the result")
     return sentence

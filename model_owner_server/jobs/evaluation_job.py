@@ -37,15 +37,6 @@ def _read_rows(services: WorkerServices, evaluation_id: str) -> tuple[Evaluation
     return row, adapter, emulator
 
 
-def _record_result(services: WorkerServices, evaluation_id: str, result_json: str) -> None:
-    with Session(services.engine) as session:
-        stored = session.get(Evaluation, evaluation_id)
-        assert stored is not None
-        stored.result_json = result_json
-        session.add(stored)
-        session.commit()
-
-
 def run_evaluation(ctx: JobContext, services: WorkerServices) -> str:
     row, adapter, emulator = ctx.db(lambda: _read_rows(services, ctx.job.subject_id), "reading the evaluation")
     if row is None or adapter is None or emulator is None:
@@ -72,6 +63,6 @@ def run_evaluation(ctx: JobContext, services: WorkerServices) -> str:
         score: Score = matrix.rows["full_zero_shot"]
         services.memo[memo_key] = score
     result_json = matrix.model_dump_json()
-    ctx.db(lambda: _record_result(services, row.id, result_json), "recording the result")
+    ctx.db(lambda: services.record_result(Evaluation, row.id, result_json), "recording the result")
     gap = "n/a" if matrix.privacy_gap is None else f"{matrix.privacy_gap:.2f}"
     return f"evaluated on {len(examples)} examples; privacy gap {gap}"

@@ -21,8 +21,9 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
 
-from model_owner_server.db.models import Job, JobState
+from model_owner_server.db.models import AgreementCheck, Evaluation, Job, JobState
 from model_owner_server.db.outage import describe, is_transient, retry_transient
 from model_owner_server.emulators.stage1 import Stage1Cancelled
 from model_owner_server.jobs import queue
@@ -47,6 +48,15 @@ class WorkerServices:
     store: ArtifactStore
     base_models: BaseModelCache
     memo: dict[str, object] = field(default_factory=dict)  # e.g. full-model zero-shot scores per task
+
+    def record_result(self, table: type[Evaluation] | type[AgreementCheck], row_id: str, result_json: str) -> None:
+        """Store a finished evaluation's or agreement check's result on its row."""
+        with Session(self.engine) as session:
+            stored = session.get(table, row_id)
+            assert stored is not None
+            stored.result_json = result_json
+            session.add(stored)
+            session.commit()
 
 
 @dataclass
